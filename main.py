@@ -1,0 +1,130 @@
+"""mtango-bridge: serve a Tango control system (mTango REST rc3) over HTTP + JSON.
+
+Usage: ``python main.py --host H --port P --workers N`` with TANGO_HOST in the environment.
+Without any TANGO_HOST (flag, environment or configuration file) an embedded demo control system
+is started on 127.0.0.1 and served instead. ``python main.py --help`` lists every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from functools import partial
+
+from mtango import __version__
+from mtango.config import ERROR_STATUS_MODES, Config, ConfigError, load_config
+
+log = logging.getLogger("mtango")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main.py",
+        description="HTTP + JSON bridge to Tango (mTango REST API rc3). Settings come from conf.py "
+        "defaults, then the --config YAML file, then environment variables (TANGO_HOST, "
+        "MTANGO_<SETTING>, e.g. MTANGO_PORT), then these flags. Without a TANGO_HOST an embedded "
+        "demo control system is started on 127.0.0.1.",
+    )
+    add = parser.add_argument
+    add("--config", metavar="FILE", help="YAML file with settings (keys as in conf.py)")
+    add("--host", help="address to listen on (default 0.0.0.0; env MTANGO_HOST)")
+    add("--port", type=int, help="TCP port to listen on (default 8000; env MTANGO_PORT)")
+    add("--workers", type=int, help="worker processes (default 2; env MTANGO_WORKERS)")
+    add("--tango-host", metavar="HOST:PORT",
+        help="Tango database to serve (env TANGO_HOST); none: start the embedded demo")
+    add("--tango-hosts", metavar="LIST",
+        help="comma-separated allow-list of Tango databases the bridge may contact "
+        "(env MTANGO_TANGO_HOSTS; default: only the --tango-host)")
+    add("--app-base", metavar="PATH", help="URL prefix of the APIs (default /tango/rest)")
+    add("--error-status", choices=ERROR_STATUS_MODES,
+        help="HTTP status of Tango failures: rc3 = 200 (default, like mTango), rc4 = 400/404/503")
+    add("--cors-origins", metavar="LIST",
+        help="comma-separated origins allowed by CORS (default *; env MTANGO_CORS_ORIGINS)")
+    add("--debug", action="store_true", default=None, help="Sanic debug mode and verbose logs")
+    add("--version", action="version", version=f"mtango-bridge {__version__}")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "tango_host": args.tango_host,
+        "tango_hosts": args.tango_hosts,
+        "app_base": args.app_base,
+        "error_status": args.error_status,
+        "cors_origins": args.cors_origins,
+        "debug": args.debug,
+    }
+    return load_config(args.config, overrides={k: v for k, v in overrides.items() if v is not None})
+
+
+def serve(config: Config) -> None:
+    """Run Sanic with ``config.workers`` processes; each builds its own app and backends."""
+    from sanic import Sanic
+    from sanic.worker.loader import AppLoader
+
+    from mtango.app import create_app
+
+    loader = AppLoader(factory=partial(create_app, config, "mtango_bridge"))
+    app = loader.load()
+    app.prepare(
+        host=config.host,
+        port=config.port,
+        workers=config.workers,
+        debug=config.debug,
+        access_log=config.debug,
+        motd=False,
+    )
+    Sanic.serve(primary=app, app_loader=loader)
+
+
+def print_urls(config: Config, demo: bool) -> None:
+    shown = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
+    base = f"http://{shown}:{config.port}{config.app_base}"
+    tango_host, tango_port = config.tango_host.rsplit(":", 1)
+    device = f"{base}/rc3/hosts/{tango_host}/{tango_port}/devices/sys/tg_test/1"
+    lines = [
+        f"mtango-bridge {__version__} serving Tango database {config.tango_host}"
+        + (" (embedded demo)" if demo else ""),
+        f"  API root:       {base}",
+        f"  Tango hosts:    {base}/rc3/hosts",
+        f"  Devices:        {base}/rc3/hosts/{tango_host}/{tango_port}/devices",
+    ]
+    if demo:
+        lines += [
+            f"  Demo device:    {device}",
+            f"  A value:        {device}/attributes/double_scalar/value",
+        ]
+    print("\n".join(lines), flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except (ConfigError, OSError) as exc:
+        print(f"main.py: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.DEBUG if config.debug else logging.INFO)
+    demo = None
+    if not config.tango_host:
+        from mtango.demo import start_tango_demo
+
+        print("No TANGO_HOST configured: starting the embedded demo control system...", flush=True)
+        demo = start_tango_demo()
+        config = config.replace(tango_host=demo.tango_host)
+    try:
+        print_urls(config, demo is not None)
+        serve(config)
+    finally:
+        if demo is not None:
+            demo.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""What every API route needs: absolute links, parameter parsing, filter, range, JSON responses.
+
+Routes stay short: they parse and validate their inputs with these helpers, call a backend, and
+hand the resulting plain data to ``respond``. Validation failures raise ``ApiError`` (400), which the
+app's error handler turns into the FAILURE body like any other failure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse
+
+from mtango import jsonenc
+from mtango.errors import ApiError, ErrorEntry, bad_request
+
+# Tango names (device members, attributes, commands, properties): anything printable except
+# separators, wildcards and quotes. Tango itself is more lenient; these would only ever reach it
+# as mistakes or probes.
+_NAME = re.compile(r"^[^\s/*?\"'<>\\\x00-\x1f\x7f]{1,255}$")
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint: its URL template (relative to the blueprint) and its handler."""
+
+    uri: str
+    handler: Callable[..., Any]
+    name: str
+
+
+def make_blueprint(name: str, url_prefix: str, routes: Iterable[Route]) -> Blueprint:
+    bp = Blueprint(name, url_prefix=url_prefix, strict_slashes=False)
+    for route in routes:
+        bp.add_route(route.handler, route.uri, methods=["GET"], name=route.name, unquote=True)
+    return bp
+
+
+def absolute(request: Request, path: str) -> str:
+    """Absolute URL of ``path`` on this server, as the Java server and mtango-py emit hrefs."""
+    return f"{request.scheme}://{request.host}{path}"
+
+
+def api_base(request: Request) -> str:
+    return request.app.ctx.config.app_base
+
+
+def rc3_url(request: Request, *parts: str) -> str:
+    return absolute(request, "/".join([api_base(request) + "/rc3", *parts]))
+
+
+def host_url(request: Request, host: str, port: str, *parts: str) -> str:
+    return rc3_url(request, "hosts", host, port, *parts)
+
+
+def device_url(request: Request, host: str, port: str, device: str, *parts: str) -> str:
+    return host_url(request, host, port, "devices", device, *parts)
+
+
+def check_name(value: str, what: str) -> str:
+    if not _NAME.match(value):
+        raise bad_request(f"{what} {value!r} is not a valid Tango name", "BadName")
+    return value
+
+
+def device_name(domain: str, family: str, member: str) -> str:
+    for part, what in ((domain, "domain"), (family, "family"), (member, "member")):
+        check_name(part, f"device {what}")
+    return f"{domain}/{family}/{member}"
+
+
+def query_list(request: Request, name: str) -> list[str]:
+    return [v for v in request.args.getlist(name, []) if v != ""]
+
+
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise bad_request(f"{name}={raw!r} must be an integer from {low} to {high}", "BadParameter")
+    return int(raw)
+
+
+# -- filter ----------------------------------------------------------------------------------------
+
+
+def apply_filter(body: Any, fields: list[str]) -> Any:
+    """``?filter=a&filter=b`` keeps those fields, ``?filter=!a`` keeps all others (Java's rules).
+
+    Applied to an object or to every object of a list; a nested object is kept when any of its
+    own fields is kept.
+    """
+    if not fields:
+        return body
+    invert = fields[0].startswith("!")
+    names = {f.lstrip("!") for f in fields}
+
+    def keep(obj: Any) -> Any:
+        if not isinstance(obj, dict):
+            return obj
+        out = {}
+        for key, value in obj.items():
+            if invert:
+                if key not in names:
+                    out[key] = value
+            elif key in names:
+                out[key] = value
+            elif isinstance(value, dict):
+                nested = keep(value)
+                if nested:
+                    out[key] = nested
+        return out
+
+    if isinstance(body, list):
+        return [keep(item) for item in body]
+    return keep(body)
+
+
+# -- range -----------------------------------------------------------------------------------------
+
+_RANGE = re.compile(r"^(\d{1,9})-(\d{1,9})$")
+
+
+def paginate(request: Request, items: list[Any]) -> tuple[list[Any], int, dict[str, str]]:
+    """Apply ``?range=start-end``: 206 plus a ``partial_content`` element when it cuts the list.
+
+    Returns the items to send, the HTTP status and extra headers.
+    """
+    raw = request.args.get("range")
+    if raw is None:
+        return items, 200, {}
+    match = _RANGE.match(raw)
+    if not match or int(match.group(1)) >= int(match.group(2)):
+        raise bad_request(f"range={raw!r} must be start-end with start < end", "BadRange")
+    start, end = int(match.group(1)), int(match.group(2))
+    total = len(items)
+    if start == 0 and end >= total:
+        return items, 200, {}
+    if start >= total:
+        raise ApiError(
+            ErrorEntry("RangeNotSatisfiable", f"range={raw} starts after the last of {total} items"),
+            status=416,
+        )
+    page = items[start:min(end, total)]
+    limit = end - start
+
+    def link(a: int) -> str:
+        query = [(k, v) for k, vs in request.args.items() if k != "range" for v in vs]
+        query.append(("range", f"{a}-{a + limit}"))
+        return absolute(request, f"{request.path}?{urlencode(query)}")
+
+    last_start = ((total - 1) // limit) * limit
+    partial = {
+        "name": "partial_content",
+        "total": total,
+        "offset": start,
+        "limit": limit,
+        "_links": {
+            "_prev": link(max(0, start - limit)) if start > 0 else None,
+            "_next": link(start + limit) if start + limit < total else None,
+            "_first": link(0),
+            "_last": link(last_start),
+        },
+    }
+    headers = {"Content-Range": f"items {start}-{start + len(page) - 1}/{total}"}
+    return [*page, partial], 206, headers
+
+
+# -- responses -------------------------------------------------------------------------------------
+
+
+def respond(
+    request: Request, body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> HTTPResponse:
+    """The one way routes answer: filter applied, JSON through ``mtango.jsonenc``."""
+    body = apply_filter(body, query_list(request, "filter"))
+    return json_response(body, status, headers)
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> HTTPResponse:
+    return HTTPResponse(
+        jsonenc.dumps(body), status=status, headers=headers, content_type="application/json"
+    )
+
+
+def respond_list(request: Request, items: list[Any]) -> HTTPResponse:
+    """A collection: filter each item, then apply ``range``."""
+    items = apply_filter(items, query_list(request, "filter"))
+    page, status, headers = paginate(request, items)
+    return json_response(page, status, headers)

@@ -1,0 +1,90 @@
+"""``create_app(config)``: the Sanic application, wired once per worker process.
+
+Backends (PyTango proxies, thread pools) are created in ``before_server_start``, i.e. inside each
+worker after it has started, never at import time and never in the parent process: PyTango and
+omniORB state must not cross a fork, and every worker needs its own event loop bindings.
+"""
+
+from __future__ import annotations
+
+import logging
+from itertools import count
+
+from sanic import Request, Sanic
+from sanic.exceptions import SanicException
+from sanic.response import HTTPResponse
+from sanic_cors import CORS
+
+from mtango import __version__
+from mtango.api import main as main_api
+from mtango.api import rc3
+from mtango.api.common import json_response
+from mtango.config import Config
+from mtango.errors import ApiError, ErrorEntry, failure_body, from_unexpected
+from mtango.tango.backend import TangoBackend
+
+log = logging.getLogger("mtango")
+SERVER_HEADER = f"mtango-bridge {__version__}"
+_app_numbers = count()
+
+
+def app_name(base: str = "mtango_bridge") -> str:
+    """Sanic wants unique application names per process (tests build several apps)."""
+    number = next(_app_numbers)
+    return base if number == 0 else f"{base}_{number}"
+
+
+def create_app(config: Config, name: str | None = None) -> Sanic:
+    app = Sanic(name or app_name())
+    app.config.update(
+        {
+            "FALLBACK_ERROR_FORMAT": "json",
+            "KEEP_ALIVE_TIMEOUT": 75,
+            "REQUEST_TIMEOUT": 60,
+            "RESPONSE_TIMEOUT": max(60, 4 * config.tango_timeout_ms // 1000),
+            "CORS_AUTOMATIC_OPTIONS": True,
+            "CORS_SUPPORTS_CREDENTIALS": True,
+            "CORS_ORIGINS": list(config.cors_origins) or "*",
+            "CORS_ALLOW_HEADERS": ["Authorization", "Content-Type", "Accept", "X-Requested-With"],
+            "CORS_METHODS": ["GET", "HEAD", "OPTIONS"],
+            "CORS_EXPOSE_HEADERS": ["Content-Range", "x-mtango"],
+        }
+    )
+    app.ctx.config = config
+    app.blueprint(main_api.blueprint(config.app_base))
+    app.blueprint(rc3.blueprint(config.app_base))
+
+    @app.before_server_start
+    async def start_backends(app: Sanic) -> None:
+        backend = TangoBackend(config)
+        backend.start()
+        app.ctx.tango = backend
+
+    @app.after_server_stop
+    async def stop_backends(app: Sanic) -> None:
+        backend = getattr(app.ctx, "tango", None)
+        if backend is not None:
+            backend.close()
+
+    @app.on_response
+    async def server_header(request: Request, response: HTTPResponse) -> None:
+        response.headers["x-mtango"] = SERVER_HEADER
+
+    app.error_handler.add(Exception, _error_response)
+    CORS(app)
+    return app
+
+
+def _error_response(request: Request, exc: Exception) -> HTTPResponse:
+    """Every failure, from any layer, answered with the same FAILURE body."""
+    config: Config = request.app.ctx.config
+    if isinstance(exc, ApiError):
+        error = exc
+    elif isinstance(exc, SanicException):
+        status = getattr(exc, "status_code", 500) or 500
+        reason = type(exc).__name__
+        error = ApiError(ErrorEntry(reason, str(exc) or reason, "ERR", request.path), status)
+    else:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        error = from_unexpected(exc)
+    return json_response(failure_body(error.entries), error.http_status(config.error_status))

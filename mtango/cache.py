@@ -1,0 +1,106 @@
+"""Bounded async caches with their own statistics, and single-flight de-duplication.
+
+``AsyncLRUCache`` holds objects that are expensive to build (Tango proxies, attribute
+configurations): least recently used entries go first, optional TTL, and concurrent misses for one
+key build the object once (the others await the same future). Keys are tuples chosen by the caller,
+never ``str(args)``.
+
+``SingleFlight`` is the same de-duplication without keeping the result: concurrent identical
+device reads share one call, and the next read after it completes goes to the device again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+
+    def as_dict(self, currsize: int, maxsize: int) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "currsize": currsize, "maxsize": maxsize}
+
+
+class AsyncLRUCache(Generic[T]):
+    def __init__(self, name: str, maxsize: int, ttl: float | None = None) -> None:
+        self.name = name
+        self.maxsize = maxsize
+        self.ttl = ttl
+        self.stats = CacheStats()
+        self._entries: OrderedDict[Hashable, tuple[float, T]] = OrderedDict()
+        self._flight = SingleFlight()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def info(self) -> dict[str, int]:
+        return self.stats.as_dict(len(self._entries), self.maxsize)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def discard(self, key: Hashable) -> None:
+        self._entries.pop(key, None)
+
+    def discard_where(self, predicate: Callable[[Hashable], bool]) -> None:
+        for key in [k for k in self._entries if predicate(k)]:
+            del self._entries[key]
+
+    async def get(self, key: Hashable, factory: Callable[[], Awaitable[T]]) -> T:
+        entry = self._entries.get(key)
+        if entry is not None:
+            stored_at, value = entry
+            if self.ttl is None or time.monotonic() - stored_at < self.ttl:
+                self._entries.move_to_end(key)
+                self.stats.hits += 1
+                return value
+            del self._entries[key]
+        # A caller that joins a build already under way counts as a hit: nothing new is built.
+        if self._flight.running(key):
+            self.stats.hits += 1
+        else:
+            self.stats.misses += 1
+        return await self._flight.run(key, lambda: self._build(key, factory))
+
+    async def _build(self, key: Hashable, factory: Callable[[], Awaitable[T]]) -> T:
+        value = await factory()
+        self._entries[key] = (time.monotonic(), value)
+        while len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
+        return value
+
+
+class SingleFlight:
+    """Concurrent calls with the same key share one execution and its outcome.
+
+    The call runs as its own task: a caller that goes away (client disconnected, request
+    cancelled) does not cancel the work the other callers are waiting for.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[Hashable, asyncio.Task[Any]] = {}
+        self.shared = 0
+        self.executed = 0
+
+    def running(self, key: Hashable) -> bool:
+        return key in self._running
+
+    async def run(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> T:
+        task = self._running.get(key)
+        if task is None:
+            self.executed += 1
+            task = asyncio.ensure_future(call())
+            self._running[key] = task
+            task.add_done_callback(lambda _t: self._running.pop(key, None))
+        else:
+            self.shared += 1
+        return await asyncio.shield(task)

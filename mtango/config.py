@@ -1,0 +1,185 @@
+"""One configuration object, built once and passed explicitly.
+
+Layers, later ones winning: ``conf.py`` defaults <- YAML file <- environment <- command-line flags.
+Validation happens here, once, so the rest of the code can trust the values (a bad port or an
+unknown error mode stops the program at start-up with a clear message, not in a request).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+import conf as _defaults
+
+ERROR_STATUS_MODES = ("rc3", "rc4")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the bridge cannot run with."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Effective settings of one bridge process tree (picklable: workers are spawned with it)."""
+
+    app_base: str = _defaults.app_base
+    host: str = _defaults.host
+    port: int = _defaults.port
+    workers: int = _defaults.workers
+    debug: bool = _defaults.debug
+    tango_host: str = _defaults.tango_host
+    tango_hosts: tuple[str, ...] = tuple(_defaults.tango_hosts)
+    tango_timeout_ms: int = _defaults.tango_timeout_ms
+    tango_threads: int = _defaults.tango_threads
+    tango_calls_per_device: int = _defaults.tango_calls_per_device
+    history_depth: int = _defaults.history_depth
+    device_cache_size: int = _defaults.device_cache_size
+    attribute_cache_size: int = _defaults.attribute_cache_size
+    attribute_cache_ttl: float = _defaults.attribute_cache_ttl
+    error_status: str = _defaults.error_status
+    cors_origins: tuple[str, ...] = field(
+        default_factory=lambda: _as_tuple(_defaults.cors_origins)
+    )
+
+    @property
+    def allowed_tango_hosts(self) -> frozenset[str]:
+        """Databases the bridge may contact: the allow-list, or just the configured TANGO_HOST."""
+        hosts = self.tango_hosts or ((self.tango_host,) if self.tango_host else ())
+        return frozenset(normalize_tango_host(h) for h in hosts)
+
+    def replace(self, **changes: Any) -> Config:
+        return validate(dataclasses.replace(self, **changes))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def normalize_tango_host(value: str) -> str:
+    """``Host:10000`` and ``host:10000`` name the same database; a missing port means 10000."""
+    value = value.strip()
+    if not value:
+        raise ConfigError("empty Tango host")
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = value, "10000"
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"Tango host {value!r} is not of the form host:port")
+    return f"{host.lower()}:{int(port)}"
+
+
+def _as_tuple(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v for v in value.replace(",", " ").split() if v)
+    return tuple(str(v) for v in value)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Turn a YAML or environment value into the type of the field's default."""
+    default = Config.__dataclass_fields__[name]
+    kind = type(
+        default.default
+        if default.default is not dataclasses.MISSING
+        else default.default_factory()  # type: ignore[misc]
+    )
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if kind is tuple:
+            return _as_tuple(raw)
+        return kind(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: {raw!r} is not a valid {kind.__name__}") from exc
+
+
+def from_mapping(values: Mapping[str, Any], base: Config | None = None) -> Config:
+    """Apply a mapping of setting names to values (unknown names are an error, not ignored)."""
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    coerced = {k: _coerce(k, v) for k, v in values.items() if v is not None}
+    return dataclasses.replace(base or Config(), **coerced)
+
+
+def from_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """Settings named by the environment: ``TANGO_HOST`` and ``MTANGO_<SETTING>``."""
+    found: dict[str, str] = {}
+    if env.get("TANGO_HOST"):
+        found["tango_host"] = env["TANGO_HOST"]
+    for name in _FIELDS:
+        key = f"MTANGO_{name.upper()}"
+        if key in env:
+            found[name] = env[key]
+    return found
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the configuration file must hold a mapping")
+    return data
+
+
+def load_config(
+    config_file: str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the effective configuration from every layer and validate it once."""
+    config = Config()
+    if config_file:
+        config = from_mapping(load_yaml(config_file), config)
+    config = from_mapping(from_environment(os.environ if env is None else env), config)
+    if overrides:
+        config = from_mapping(overrides, config)
+    return validate(config)
+
+
+def validate(config: Config) -> Config:
+    problems = []
+    if not config.app_base.startswith("/") or config.app_base.endswith("/"):
+        problems.append(f"app_base {config.app_base!r} must start and not end with '/'")
+    if not 0 <= config.port < 65536:
+        problems.append(f"port {config.port} is out of range")
+    if config.workers < 1:
+        problems.append("workers must be at least 1")
+    if config.error_status not in ERROR_STATUS_MODES:
+        problems.append(f"error_status must be one of {', '.join(ERROR_STATUS_MODES)}")
+    for name in ("tango_timeout_ms", "tango_threads", "tango_calls_per_device", "history_depth"):
+        if getattr(config, name) < 1:
+            problems.append(f"{name} must be at least 1")
+    for name in ("device_cache_size", "attribute_cache_size"):
+        if getattr(config, name) < 1:
+            problems.append(f"{name} must be at least 1")
+    try:
+        if config.tango_host:
+            normalize_tango_host(config.tango_host)
+        for host in config.tango_hosts:
+            normalize_tango_host(host)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return config

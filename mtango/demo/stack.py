@@ -1,0 +1,239 @@
+"""Start a real Tango control system on loopback: a database and device servers.
+
+Used by the embedded demo (``main.py`` without a TANGO_HOST), by the test fixtures and by the
+benchmarks, so all three run exactly the same stack. Everything listens on 127.0.0.1 with ports the
+OS picks; nothing reads the caller's TANGO_HOST. Processes are children of the caller and are
+stopped by ``ControlSystem.stop`` (also registered with ``atexit``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+_DB_PORT_LINE = re.compile(rb"port=(\d+)")
+
+
+class StackError(RuntimeError):
+    """A part of the demo/test control system did not start."""
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for child processes, without any outside control-system address."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TANGO_", "EPICS_"))}
+    env.update(extra)
+    return env
+
+
+def wait_until(predicate, timeout: float, what: str, process: subprocess.Popen | None = None):
+    """Poll ``predicate`` until it returns a true value; fail clearly when time runs out."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise StackError(f"{what}: process exited with code {process.returncode}")
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+            last_error = exc
+        time.sleep(0.05)
+    raise StackError(f"{what}: not ready after {timeout:.0f} s ({last_error})")
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    process: subprocess.Popen
+    log: Path
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def output(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+@dataclass
+class DeviceServer:
+    """A running device server and the devices it serves, by class name."""
+
+    server: str
+    devices: dict[str, list[str]]
+    managed: ManagedProcess
+    env: dict[str, str]
+
+    @property
+    def device_names(self) -> list[str]:
+        return [d for names in self.devices.values() for d in names]
+
+
+@dataclass
+class ControlSystem:
+    """A Tango database and the device servers registered in it."""
+
+    db_host: str
+    db_port: int
+    workdir: Path
+    processes: list[ManagedProcess] = field(default_factory=list)
+    servers: dict[str, DeviceServer] = field(default_factory=dict)
+
+    @property
+    def tango_host(self) -> str:
+        return f"{self.db_host}:{self.db_port}"
+
+    def trl(self, device: str) -> str:
+        """Full Tango resource locator, so clients need no TANGO_HOST."""
+        return f"tango://{self.tango_host}/{device}"
+
+    def database(self):
+        import tango
+
+        return tango.Database(self.db_host, self.db_port)
+
+    def add_server(
+        self,
+        server: str,
+        devices: Mapping[str, Iterable[str]],
+        module: str = "mtango.demo.tangotest",
+        device_properties: Mapping[str, Mapping[str, list[str]]] | None = None,
+        attribute_properties: Mapping[str, Mapping[str, Mapping[str, list[str]]]] | None = None,
+        timeout: float = 30.0,
+        python_path: Iterable[str] = (),
+    ) -> DeviceServer:
+        """Register ``server`` ("Executable/instance") with its devices and start it.
+
+        ``module`` is run as ``python -m module <instance>``; it must serve the named classes.
+        """
+        import tango
+
+        db = self.database()
+        devices = {cls: list(names) for cls, names in devices.items()}
+        infos = []
+        for cls, names in devices.items():
+            for name in names:
+                info = tango.DbDevInfo()
+                info.name, info._class, info.server = name, cls, server
+                infos.append(info)
+        db.add_server(server, infos, with_dserver=True)
+        for device, props in (device_properties or {}).items():
+            db.put_device_property(device, dict(props))
+        for device, per_attr in (attribute_properties or {}).items():
+            db.put_device_attribute_property(device, {a: dict(p) for a, p in per_attr.items()})
+        instance = server.split("/", 1)[1]
+        managed_env = self._server_env(python_path)
+        managed = self._spawn(
+            f"server-{server.replace('/', '-')}",
+            [sys.executable, "-m", module, instance, "-ORBendPoint", f"giop:tcp:{LOOPBACK}:0"],
+            managed_env,
+        )
+        ds = DeviceServer(server, devices, managed, managed_env)
+        self.servers[server] = ds
+        self.wait_for_devices(ds, timeout)
+        return ds
+
+    def wait_for_devices(self, ds: DeviceServer, timeout: float = 30.0) -> None:
+        import tango
+
+        for name in ds.device_names:
+            wait_until(
+                lambda n=name: tango.DeviceProxy(self.trl(n)).ping() >= 0,
+                timeout,
+                f"device {name}",
+                ds.managed.process,
+            )
+
+    def stop_server(self, server: str) -> None:
+        self.servers[server].managed.stop()
+
+    def restart_server(self, server: str, timeout: float = 30.0) -> None:
+        ds = self.servers[server]
+        ds.managed.stop()
+        ds.managed = self._spawn(ds.managed.name, ds.managed.process.args, ds.env)
+        self.wait_for_devices(ds, timeout)
+
+    def _server_env(self, python_path: Iterable[str]) -> dict[str, str]:
+        paths = [str(_project_root()), *python_path]
+        if os.environ.get("PYTHONPATH"):
+            paths.append(os.environ["PYTHONPATH"])
+        return clean_env(TANGO_HOST=self.tango_host, PYTHONPATH=os.pathsep.join(paths))
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> ManagedProcess:
+        log = self.workdir / f"{name}.log"
+        with open(log, "ab") as out:
+            process = subprocess.Popen(
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=str(_project_root()),
+                start_new_session=True,  # Ctrl-C in a terminal reaches us, we stop the children
+            )
+        managed = ManagedProcess(name, process, log)
+        self.processes.append(managed)
+        return managed
+
+    def stop(self) -> None:
+        for managed in reversed(self.processes):
+            managed.stop()
+        self.processes.clear()
+
+
+def _project_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def start_database(workdir: Path | None = None, timeout: float = 30.0) -> ControlSystem:
+    """Start PyDatabaseds (sqlite in memory) on a free loopback port and wait until it answers."""
+    import tango
+
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="mtango-stack-"))
+    log = workdir / "databaseds.log"
+    executable = Path(sys.executable).with_name("PyDatabaseds")
+    command = [str(executable)] if executable.exists() else ["PyDatabaseds"]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [*command, "--port", "0", "--host", LOOPBACK, "--print-host-port", "2"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=clean_env(PYTANGO_DATABASE_NAME=":memory:"),
+            start_new_session=True,
+        )
+    managed = ManagedProcess("databaseds", process, log)
+
+    def port_from_log() -> int | None:
+        match = _DB_PORT_LINE.search(log.read_bytes())
+        return int(match.group(1)) if match else None
+
+    try:
+        port = wait_until(port_from_log, timeout, "Tango database port", process)
+        wait_until(
+            lambda: tango.Database(LOOPBACK, port).get_info(), timeout, "Tango database", process
+        )
+    except Exception:
+        managed.stop()
+        raise
+    system = ControlSystem(LOOPBACK, port, workdir, [managed])
+    atexit.register(system.stop)
+    return system

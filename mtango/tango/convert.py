@@ -1,0 +1,222 @@
+"""PyTango objects to the plain dicts of the rc3 API.
+
+Pure functions, no I/O: each takes what PyTango returned and gives back the JSON shape the rc3
+reference describes, with Tango's enum names as strings (``"DevDouble"``, ``"ATTR_VALID"``,
+``"READ_WRITE"``) and timestamps in milliseconds. Values may still hold numpy arrays; the
+serializer (``mtango.jsonenc``) turns them into JSON lists, NaN into ``"NaN"``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+import tango
+
+from mtango.errors import ErrorEntry, entries_from_devfailed, failure_body
+
+_MEMORIZED_NAMES = {
+    tango.AttrMemorizedType.NONE: "NOT_MEMORIZED",
+    tango.AttrMemorizedType.MEMORIZED: "MEMORIZED",
+    tango.AttrMemorizedType.MEMORIZED_WRITE_INIT: "MEMORIZED_WRITE_INIT",
+    tango.AttrMemorizedType.NOT_KNOWN: "NOT_KNOWN",
+}
+
+
+def type_name(data_type: Any) -> str:
+    """``5`` or ``CmdArgType.DevDouble`` -> ``"DevDouble"``."""
+    try:
+        return tango.CmdArgType(int(data_type)).name
+    except ValueError:
+        return str(data_type)
+
+
+def enum_name(value: Any) -> str:
+    return getattr(value, "name", None) or str(value)
+
+
+def time_ms(tv: Any) -> int:
+    """A Tango TimeVal as integer milliseconds since the epoch (what the Java server sends)."""
+    return int(tv.tv_sec) * 1000 + int(tv.tv_usec) // 1000
+
+
+def attribute_value(
+    da: tango.DeviceAttribute, enum_labels: Sequence[str] = (), name: str | None = None
+) -> Any:
+    """The JSON value of a read: scalar, list, ``{"data","width","height"}`` image, label, ..."""
+    value = da.value
+    if value is None:
+        return None
+    data_type = da.type
+    if data_type == tango.CmdArgType.DevEnum:
+        return _enum_labels(value, enum_labels)
+    if data_type == tango.CmdArgType.DevEncoded:
+        return encoded_value(value)
+    if data_type == tango.CmdArgType.DevState:
+        return _state_names(value)
+    if da.data_format == tango.AttrDataFormat.IMAGE:
+        return image_value(value, da.dim_x, da.dim_y)
+    return value
+
+
+def image_value(value: Any, width: int, height: int) -> dict[str, Any]:
+    """Images as row-major flat data plus their dimensions (the shape rc3 clients settled on)."""
+    if hasattr(value, "ravel"):
+        data: Any = value.ravel()
+    else:
+        data = [v for row in value for v in row]
+    return {"data": data, "width": int(width), "height": int(height)}
+
+
+def encoded_value(value: Any) -> dict[str, str]:
+    """DevEncoded as ``{"format": <Tango format string>, "data": <base64 of the bytes>}``."""
+    fmt, data = value
+    if isinstance(data, str):
+        data = data.encode("latin-1")
+    return {"format": str(fmt), "data": base64.b64encode(bytes(data)).decode("ascii")}
+
+
+def _enum_labels(value: Any, labels: Sequence[str]) -> Any:
+    def label(index: Any) -> Any:
+        i = int(index)
+        return labels[i] if 0 <= i < len(labels) else i
+
+    if hasattr(value, "ndim") and value.ndim > 0 or isinstance(value, (list, tuple)):
+        return [label(v) for v in value]
+    return label(value)
+
+
+def _state_names(value: Any) -> Any:
+    if hasattr(value, "ndim") and value.ndim > 0 or isinstance(value, (list, tuple)):
+        return [tango.DevState(int(v)).name for v in value]
+    return tango.DevState(int(value)).name
+
+
+def value_object(da: tango.DeviceAttribute, enum_labels: Sequence[str] = ()) -> dict[str, Any]:
+    """``{"name","value","quality","timestamp"}``, or the FAILURE item for a failed read."""
+    if da.has_failed:
+        return failure_body(entries_from_err_stack(da.get_err_stack()), name=da.name)
+    return {
+        "name": da.name,
+        "value": attribute_value(da, enum_labels),
+        "quality": enum_name(da.quality),
+        "timestamp": time_ms(da.time),
+    }
+
+
+def entries_from_err_stack(stack: Sequence[Any]) -> list[ErrorEntry]:
+    return entries_from_devfailed(tango.DevFailed(*stack)) if stack else [
+        ErrorEntry("API_AttributeFailed", "read failed without an error stack")
+    ]
+
+
+def history_item(name: str, item: Any, enum_labels: Sequence[str] = ()) -> dict[str, Any]:
+    """One entry of attribute history: a value object, or a FAILURE object with its time."""
+    if item.has_failed:
+        body = failure_body(entries_from_err_stack(item.get_err_stack()), name=name)
+        body["timestamp"] = time_ms(item.time)
+        return body
+    obj = value_object(item, enum_labels)
+    obj["name"] = name
+    return obj
+
+
+def command_history_item(name: str, item: Any) -> dict[str, Any]:
+    if item.has_failed:
+        body = failure_body(entries_from_err_stack(item.get_err_stack()), name=name)
+        body["timestamp"] = time_ms(item.get_date())
+        return body
+    output = item.extract()
+    if item.get_type() == tango.CmdArgType.DevState:
+        output = _state_names(output)
+    return {"name": name, "output": output, "timestamp": time_ms(item.get_date())}
+
+
+def attribute_info(info: Any) -> dict[str, Any]:
+    """AttributeInfoEx with the Java API's field names and every enum as its name."""
+    alarms = info.alarms
+    events = info.events
+    memorized = _MEMORIZED_NAMES.get(info.memorized, enum_name(info.memorized))
+    return {
+        "name": info.name,
+        "writable": enum_name(info.writable),
+        "data_format": enum_name(info.data_format),
+        "data_type": type_name(info.data_type),
+        "max_dim_x": int(info.max_dim_x),
+        "max_dim_y": int(info.max_dim_y),
+        "description": info.description,
+        "label": info.label,
+        "unit": info.unit,
+        "standard_unit": info.standard_unit,
+        "display_unit": info.display_unit,
+        "format": info.format,
+        "min_value": info.min_value,
+        "max_value": info.max_value,
+        "min_alarm": info.min_alarm,
+        "max_alarm": info.max_alarm,
+        "writable_attr_name": info.writable_attr_name,
+        "level": enum_name(info.disp_level),
+        "extensions": list(info.extensions),
+        "alarms": {
+            "min_alarm": alarms.min_alarm,
+            "max_alarm": alarms.max_alarm,
+            "min_warning": alarms.min_warning,
+            "max_warning": alarms.max_warning,
+            "delta_t": alarms.delta_t,
+            "delta_val": alarms.delta_val,
+            "extensions": list(alarms.extensions),
+        },
+        "events": {
+            "ch_event": {
+                "rel_change": events.ch_event.rel_change,
+                "abs_change": events.ch_event.abs_change,
+                "extensions": list(events.ch_event.extensions),
+            },
+            "per_event": {
+                "period": events.per_event.period,
+                "extensions": list(events.per_event.extensions),
+            },
+            "arch_event": {
+                "rel_change": events.arch_event.archive_rel_change,
+                "abs_change": events.arch_event.archive_abs_change,
+                "period": events.arch_event.archive_period,
+                "extensions": list(events.arch_event.extensions),
+            },
+        },
+        "sys_extensions": list(info.sys_extensions),
+        "isMemorized": memorized in ("MEMORIZED", "MEMORIZED_WRITE_INIT"),
+        "isSetAtInit": memorized == "MEMORIZED_WRITE_INIT",
+        "memorized": memorized,
+        "root_attr_name": info.root_attr_name,
+        "enum_label": list(info.enum_labels),
+    }
+
+
+def command_info(info: Any) -> dict[str, Any]:
+    return {
+        "cmd_name": info.cmd_name,
+        "level": enum_name(info.disp_level),
+        "cmd_tag": int(info.cmd_tag),
+        "in_type": type_name(info.in_type),
+        "out_type": type_name(info.out_type),
+        "in_type_desc": info.in_type_desc,
+        "out_type_desc": info.out_type_desc,
+    }
+
+
+def device_info(info: Any) -> dict[str, Any]:
+    """DbDevFullInfo in the shape of the Java server's ``info`` object."""
+    return {
+        "last_exported": info.started_date or "?",
+        "last_unexported": info.stopped_date or "?",
+        "name": info.name,
+        "ior": info.ior,
+        "version": str(info.version),
+        "exported": bool(info.exported),
+        "pid": int(info.pid),
+        "server": info.ds_full_name,
+        "hostname": info.host,
+        "classname": info.class_name,
+        "is_taco": False,
+    }
