@@ -48,6 +48,7 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
             "CORS_ALLOW_HEADERS": ["Authorization", "Content-Type", "Accept", "X-Requested-With"],
             "CORS_METHODS": ["GET", "HEAD", "OPTIONS"],
             "CORS_EXPOSE_HEADERS": ["Content-Range", "x-mtango"],
+            "CORS_MAX_AGE": 600,
         }
     )
     app.ctx.config = config

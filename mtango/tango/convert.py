@@ -113,7 +113,7 @@ def entries_from_err_stack(stack: Sequence[Any]) -> list[ErrorEntry]:
 
 def history_item(name: str, item: Any, enum_labels: Sequence[str] = ()) -> dict[str, Any]:
     """One entry of attribute history: a value object, or a FAILURE object with its time."""
-    if item.has_failed:
+    if _failed(item):
         body = failure_body(entries_from_err_stack(item.get_err_stack()), name=name)
         body["timestamp"] = time_ms(item.time)
         return body
@@ -122,8 +122,14 @@ def history_item(name: str, item: Any, enum_labels: Sequence[str] = ()) -> dict[
     return obj
 
 
+def _failed(item: Any) -> bool:
+    """``has_failed`` is a property of DeviceAttribute(History) but a method of DeviceDataHistory."""
+    flag = item.has_failed
+    return bool(flag() if callable(flag) else flag)
+
+
 def command_history_item(name: str, item: Any) -> dict[str, Any]:
-    if item.has_failed:
+    if _failed(item):
         body = failure_body(entries_from_err_stack(item.get_err_stack()), name=name)
         body["timestamp"] = time_ms(item.get_date())
         return body

@@ -1,0 +1,154 @@
+"""Run the real bridge for tests: in-process on a background event loop, or as ``main.py``.
+
+The in-process bridge is the app ``create_app`` builds, served by Sanic on a loopback socket from a
+thread; tests talk to it over real HTTP and may also look inside (``app.ctx.tango``) to check
+caches and de-duplication. ``MainProcess`` runs ``python main.py`` exactly as an operator does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mtango.app import create_app
+from mtango.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http(method: str, url: str, headers: dict[str, str] | None = None,
+         timeout: float = 20.0) -> Reply:
+    """One HTTP request; non-2xx statuses are replies, not exceptions."""
+    request = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return Reply(response.status, {k.lower(): v for k, v in response.headers.items()},
+                         response.read())
+    except urllib.error.HTTPError as error:
+        return Reply(error.code, {k.lower(): v for k, v in error.headers.items()}, error.read())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class InProcessBridge:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.app = create_app(config)
+        self.loop = asyncio.new_event_loop()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self._server: Any = None
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> InProcessBridge:
+        async def start() -> Any:
+            server = await self.app.create_server(
+                sock=self.sock, return_asyncio_server=True, access_log=False
+            )
+            await server.startup()
+            await server.before_start()
+            await server.after_start()
+            return server
+
+        self._server = self.loop.run_until_complete(start())
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        async def stop() -> None:
+            await self._server.before_stop()
+            await self._server.close()
+            await self._server.after_stop()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+    def run(self, coroutine: Any, timeout: float = 30.0) -> Any:
+        """Run a coroutine on the bridge's own loop (to reach its backends)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    @property
+    def tango(self) -> Any:
+        return self.app.ctx.tango
+
+    def get(self, path: str, **kwargs: Any) -> Reply:
+        return http("GET", self.base + path, **kwargs)
+
+
+class MainProcess:
+    """``python main.py ...`` as a child process, stopped with SIGTERM like a container would."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, str(ROOT / "main.py"), "--host", "127.0.0.1",
+                 "--port", str(self.port), *args],
+                env=env, cwd=str(ROOT), stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def wait_ready(self, path: str = "/tango/rest/rc3/hosts", timeout: float = 60.0) -> Reply:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"main.py exited early:\n{self.log.read_text()}")
+            try:
+                reply = self.get(path, timeout=2)
+                if reply.status == 200:
+                    return reply
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"main.py did not answer {path}:\n{self.log.read_text()}")
+
+    def get(self, path: str, **kwargs: Any) -> Reply:
+        return http("GET", self.base + path, **kwargs)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TANGO_", "EPICS_", "MTANGO_"))}
+    env.update(extra)
+    return env

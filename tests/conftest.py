@@ -1,0 +1,75 @@
+"""Session fixtures: one real Tango control system and in-process bridges per test process.
+
+With pytest-xdist each worker process gets its own database and device servers (they start in
+about a second), so tests never share mutable state across processes. TANGO_HOST and other
+control-system variables are removed from the environment first: tests only ever talk to the
+loopback stack they started.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import tango
+
+from mtango.config import Config
+from mtango.demo import DEMO_DEVICE, start_tango_demo
+from mtango.demo.stack import ControlSystem
+from tests.bridge import InProcessBridge
+
+for _name in [k for k in os.environ if k.startswith(("TANGO_", "EPICS_", "MTANGO_"))]:
+    del os.environ[_name]
+
+SLOW_SERVER = "DemoTangoTest/slow"
+SLOW_DEVICE = "test/slow/1"
+VICTIM_SERVER = "DemoTangoTest/victim"
+VICTIM_DEVICE = "test/victim/1"
+
+
+@pytest.fixture(scope="session")
+def control_system(tmp_path_factory: pytest.TempPathFactory) -> ControlSystem:
+    system = start_tango_demo(tmp_path_factory.mktemp("tango"))
+    system.add_server(SLOW_SERVER, {"SlowDevice": [SLOW_DEVICE]})
+    system.add_server(VICTIM_SERVER, {"DemoTangoTest": [VICTIM_DEVICE]})
+    yield system
+    system.stop()
+
+
+@pytest.fixture(scope="session")
+def tango_host(control_system: ControlSystem) -> str:
+    return control_system.tango_host
+
+
+@pytest.fixture(scope="session")
+def host_path(control_system: ControlSystem) -> str:
+    """``/tango/rest/rc3/hosts/<host>/<port>``: the prefix of every rc3 URL in the tests."""
+    return f"/tango/rest/rc3/hosts/{control_system.db_host}/{control_system.db_port}"
+
+
+@pytest.fixture(scope="session")
+def device_path(host_path: str) -> str:
+    return f"{host_path}/devices/{DEMO_DEVICE}"
+
+
+@pytest.fixture(scope="session")
+def bridge(control_system: ControlSystem) -> InProcessBridge:
+    """The bridge in its default (rc3) error mode."""
+    running = InProcessBridge(Config(tango_host=control_system.tango_host)).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def bridge_rc4(control_system: ControlSystem) -> InProcessBridge:
+    running = InProcessBridge(
+        Config(tango_host=control_system.tango_host, error_status="rc4")
+    ).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy(control_system: ControlSystem) -> tango.DeviceProxy:
+    """A direct PyTango client of the demo device: the reference the bridge is checked against."""
+    return tango.DeviceProxy(control_system.trl(DEMO_DEVICE))
