@@ -70,6 +70,9 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
     @app.on_response
     async def server_header(request: Request, response: HTTPResponse) -> None:
         response.headers["x-mtango"] = SERVER_HEADER
+        if response.content_type is None and not response.body:
+            # sanic-cors builds its preflight answers without a type; Sanic would send "None".
+            response.content_type = "text/plain; charset=utf-8"
 
     app.error_handler.add(Exception, _error_response)
     CORS(app)

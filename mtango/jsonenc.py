@@ -47,7 +47,7 @@ _PLAIN = (str, int, bool, type(None))
 
 
 def to_jsonable(value: Any) -> Any:
-    """Return ``value`` as plain JSON-compatible Python (dict, list, str, int, float, bool, None)."""
+    """``value`` as plain JSON-compatible Python (dict, list, str, int, float, bool, None)."""
     kind = type(value)
     if kind in _PLAIN:
         return value
@@ -76,4 +76,6 @@ def to_jsonable(value: Any) -> Any:
 
 def dumps(value: Any, **_: Any) -> str:
     """Serialize any response body; ``allow_nan=False`` turns a missed NaN into a loud bug."""
-    return json.dumps(to_jsonable(value), allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        to_jsonable(value), allow_nan=False, separators=(",", ":"), ensure_ascii=False
+    )

@@ -1,8 +1,8 @@
 """What every API route needs: absolute links, parameter parsing, filter, range, JSON responses.
 
 Routes stay short: they parse and validate their inputs with these helpers, call a backend, and
-hand the resulting plain data to ``respond``. Validation failures raise ``ApiError`` (400), which the
-app's error handler turns into the FAILURE body like any other failure.
+hand the resulting plain data to ``respond``. Validation failures raise ``ApiError`` (400), which
+the app's error handler turns into the FAILURE body like any other failure.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def paginate(request: Request, items: list[Any]) -> tuple[list[Any], int, dict[s
         return items, 200, {}
     if start >= total:
         raise ApiError(
-            ErrorEntry("RangeNotSatisfiable", f"range={raw} starts after the last of {total} items"),
+            ErrorEntry("RangeNotSatisfiable", f"range={raw} starts past the last of {total} items"),
             status=416,
         )
     page = items[start:min(end, total)]

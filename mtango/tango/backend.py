@@ -91,7 +91,7 @@ class TangoBackend:
     # -- hosts -----------------------------------------------------------------------------------
 
     def host_key(self, host: str, port: str) -> str:
-        """Validate a database named in a URL; refuse, before any connection, what is not allowed."""
+        """Validate a database named in a URL; refuse what is not allowed, before connecting."""
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise bad_request(f"port {port!r} is not a TCP port number", "BadPort")
         try:

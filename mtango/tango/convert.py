@@ -123,7 +123,7 @@ def history_item(name: str, item: Any, enum_labels: Sequence[str] = ()) -> dict[
 
 
 def _failed(item: Any) -> bool:
-    """``has_failed`` is a property of DeviceAttribute(History) but a method of DeviceDataHistory."""
+    """``has_failed``: a property of DeviceAttribute(History), a method of DeviceDataHistory."""
     flag = item.has_failed
     return bool(flag() if callable(flag) else flag)
 

@@ -24,7 +24,8 @@ async def property_(request: Request, host: str, port: str, domain: str, family:
     """A property without a value in the database answers with an empty ``values`` list."""
     tango, key, device = target.device(request, host, port, domain, family, member)
     name = check_name(prop, "property")
-    return respond(request, {"name": name, "values": await tango.device_property(key, device, name)})
+    values = await tango.device_property(key, device, name)
+    return respond(request, {"name": name, "values": values})
 
 
 ROUTES = [
