@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -69,6 +70,7 @@ def serve(config: Config) -> None:
 
     from mtango.app import create_app
 
+    _defer_stop_signals_until_workers_ack()
     loader = AppLoader(factory=partial(create_app, config, "mtango_bridge"))
     app = loader.load()
     app.prepare(
@@ -80,6 +82,39 @@ def serve(config: Config) -> None:
         motd=False,
     )
     Sanic.serve(primary=app, app_loader=loader)
+
+
+def _defer_stop_signals_until_workers_ack() -> None:
+    """Hold SIGTERM/SIGINT back while Sanic waits for its workers to report ready.
+
+    Sanic's worker manager polls a multiprocessing-manager dict in ``wait_for_ack``; its signal
+    handler writes to the same dict, so a stop signal arriving then (the workers already answer
+    HTTP) interleaves two calls on one connection and the main process hangs for good
+    (sanic-org/sanic issue 2997). Meanwhile a signal is only noted; it is handled once the wait
+    is over.
+    """
+    from sanic.worker.manager import WorkerManager
+
+    if getattr(WorkerManager.wait_for_ack, "_mtango_deferred", False):
+        return
+    original = WorkerManager.wait_for_ack
+
+    def wait_for_ack(self: WorkerManager) -> None:
+        pending: list[int] = []
+        previous = {
+            signum: signal.signal(signum, lambda number, _frame: pending.append(number))
+            for signum in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            original(self)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if pending:
+            self.shutdown_signal(pending[0], None)
+
+    wait_for_ack._mtango_deferred = True  # type: ignore[attr-defined]
+    WorkerManager.wait_for_ack = wait_for_ack  # type: ignore[method-assign]
 
 
 def print_urls(config: Config, demo: bool) -> None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sanic import Sanic
+
 from mtango.app import create_app
 from mtango.config import Config
 
@@ -57,6 +59,10 @@ def free_port() -> int:
 
 class InProcessBridge:
     def __init__(self, config: Config) -> None:
+        # Several apps start in one test process. Outside test mode Sanic's TouchUp recompiles the
+        # protocol methods it already rewrote for the first app, and the second start fails
+        # (KeyError 'http1_request_header'); test mode makes it start from the originals each time.
+        Sanic.test_mode = True
         self.config = config
         self.app = create_app(config)
         self.loop = asyncio.new_event_loop()

@@ -1,0 +1,224 @@
+"""``python main.py`` as an operator runs it: worker processes, configuration layers, the demo.
+
+Each test starts the real program as a child process and talks to it over HTTP, then stops it with
+SIGTERM (what a container runtime sends) and checks that it exited cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mtango.demo import DEMO_DEVICE
+from tests.bridge import ROOT, MainProcess, child_env, free_port
+
+OPTIONS = (
+    "--host", "--port", "--workers", "--config", "--tango-host", "--tango-hosts", "--app-base",
+    "--error-status", "--cors-origins", "--debug", "--version", "--help",
+)
+
+
+def stop_cleanly(process: MainProcess, timeout: float = 20.0) -> None:
+    """SIGTERM; the program must exit by itself with status 0 (MainProcess kills it otherwise)."""
+    code = process.stop(timeout)
+    assert code == 0, f"main.py exited with {code}:\n{process.log.read_text(errors='replace')}"
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below ``pid`` (from /proc), as pid -> start time (to tell reused pids)."""
+    parents: dict[int, list[int]] = {}
+    started: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid ...
+        parents.setdefault(int(fields[1]), []).append(int(entry))
+        started[int(entry)] = fields[19]
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found[child] = started[child]
+            todo.append(child)
+    return found
+
+
+def alive(pid: int, start_time: str) -> bool:
+    """True while that very process runs (a zombie has exited; a reused pid is another one)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[19] == start_time and fields[0] not in ("Z", "X")
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((host, port)) == 0
+
+
+def test_help_lists_every_option():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--help"],
+        capture_output=True, text=True, env=child_env(), cwd=str(ROOT), timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    for option in OPTIONS:
+        assert re.search(rf"(^|[\s\[,]){re.escape(option)}\b", result.stdout), option
+    assert "TANGO_HOST" in result.stdout and "MTANGO_" in result.stdout
+
+
+def test_bad_configuration_stops_at_start(tmp_path, control_system):
+    config = tmp_path / "bad.yaml"
+    config.write_text("error_status: rc5\n")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--config", str(config)],
+        capture_output=True, text=True, env=child_env(TANGO_HOST=control_system.tango_host),
+        cwd=str(ROOT), timeout=60,
+    )
+    assert result.returncode == 2
+    assert "error_status" in result.stderr
+
+
+def test_two_workers(tmp_path, control_system, proxy):
+    main = MainProcess(
+        ["--workers", "2"], child_env(TANGO_HOST=control_system.tango_host), tmp_path / "main.log"
+    )
+    try:
+        hosts = main.wait_ready()
+        assert hosts.json() == {
+            control_system.tango_host: f"{main.base}/tango/rest/rc3/hosts/"
+            f"{control_system.db_host}/{control_system.db_port}"
+        }
+        assert hosts.headers.get("x-mtango", "").startswith("mtango-bridge")
+        # Both workers came up (each logs its own "Worker ready").
+        wait_for(lambda: main.log.read_text().count("Worker ready") >= 2, 60, "two workers")
+
+        device = (f"/tango/rest/rc3/hosts/{control_system.db_host}/{control_system.db_port}"
+                  f"/devices/{DEMO_DEVICE}")
+        for _ in range(4):  # several connections: whichever worker answers, the same results
+            state = main.get(f"{device}/state")
+            assert state.status == 200 and state.headers.get("x-mtango")
+            assert state.json()["state"] == proxy.state().name
+            value = main.get(f"{device}/attributes/long64_scalar/value")
+            assert value.status == 200
+            assert value.json()["value"] == proxy.read_attribute("long64_scalar").value
+            assert value.json()["quality"] == "ATTR_VALID"
+    finally:
+        stop_cleanly(main)
+    assert not port_open("127.0.0.1", main.port)
+
+
+def test_configuration_layers(tmp_path, control_system):
+    """YAML < environment < flags, observed through the running program."""
+    yaml_port, env_port = free_port(), free_port()
+    config = tmp_path / "bridge.yaml"
+    config.write_text(
+        "error_status: rc4\n"
+        f"port: {yaml_port}\n"
+        "tango_host: 127.0.0.1:1\n"  # overridden by TANGO_HOST in the environment
+        "workers: 1\n"
+    )
+    env = child_env(TANGO_HOST=control_system.tango_host, MTANGO_PORT=str(env_port))
+    main = MainProcess(["--config", str(config)], env, tmp_path / "main.log")
+    try:
+        hosts = main.wait_ready()  # listens on --port, not the YAML's nor MTANGO_PORT's
+        assert list(hosts.json()) == [control_system.tango_host]  # env beats YAML
+        assert not port_open("127.0.0.1", yaml_port)
+        assert not port_open("127.0.0.1", env_port)
+        prefix = f"/tango/rest/rc3/hosts/{control_system.db_host}/{control_system.db_port}"
+        unknown = main.get(f"{prefix}/devices/no/such/device/state")
+        assert unknown.status == 404, unknown.body  # rc4, from the YAML file
+        assert unknown.json()["quality"] == "FAILURE"
+        assert main.get(f"{prefix}/devices/{DEMO_DEVICE}/state").json()["state"] == "ON"
+    finally:
+        stop_cleanly(main)
+
+
+def test_demo_without_tango_host(tmp_path):
+    """No TANGO_HOST anywhere: main.py starts the demo, serves it, and takes it down on SIGTERM."""
+    env = child_env()
+    assert not any(k.startswith(("TANGO_", "MTANGO_")) for k in env)
+    main = MainProcess(["--workers", "1"], env, tmp_path / "demo.log")
+    try:
+        hosts = main.wait_ready(timeout=90).json()
+        assert len(hosts) == 1
+        (tango_host, host_url), = hosts.items()
+        db_host, db_port = tango_host.rsplit(":", 1)
+        assert host_url == f"{main.base}/tango/rest/rc3/hosts/{db_host}/{db_port}"
+
+        output = main.log.read_text()
+        assert "embedded demo" in output
+        for url in (f"{main.base}/tango/rest", f"{main.base}/tango/rest/rc3/hosts",
+                    f"{main.base}/tango/rest/rc3/hosts/{db_host}/{db_port}/devices/{DEMO_DEVICE}"):
+            assert url in output, output
+
+        state = main.get(f"/tango/rest/rc3/hosts/{db_host}/{db_port}/devices/{DEMO_DEVICE}/state")
+        assert state.status == 200
+        assert state.json()["state"] == "ON"
+
+        children = descendants(main.process.pid)
+        assert len(children) >= 3, children  # database, device server, Sanic worker(s)
+        assert port_open(db_host, int(db_port))
+    except BaseException:
+        main.stop()
+        raise
+    stop_cleanly(main)
+
+    left = wait_for_gone(children)
+    assert not left, f"processes left behind after SIGTERM: {left}"
+    assert not port_open(db_host, int(db_port)), "the demo Tango database still listens"
+
+
+def wait_for_gone(processes: dict[int, str], timeout: float = 15.0) -> dict[int, str]:
+    deadline = time.monotonic() + timeout
+    left = dict(processes)
+    while left and time.monotonic() < deadline:
+        left = {pid: st for pid, st in left.items() if alive(pid, st)}
+        if left:
+            time.sleep(0.1)
+    return {pid: _cmdline(pid) for pid in left}
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "?"
+
+
+def test_sigterm_right_after_the_first_answer(tmp_path, control_system):
+    """A stop signal while Sanic still waits for its workers' start-up acknowledgement.
+
+    The workers answer HTTP before the manager has their ACK; a SIGTERM in that window used to hang
+    the main process for good (sanic-org/sanic#2997), leaving a supervisor only SIGKILL.
+    """
+    main = MainProcess(
+        ["--workers", "2"], child_env(TANGO_HOST=control_system.tango_host), tmp_path / "main.log"
+    )
+    try:
+        main.wait_ready()
+    except BaseException:
+        main.stop()
+        raise
+    stop_cleanly(main)
