@@ -52,10 +52,16 @@ def device_path(host_path: str) -> str:
     return f"{host_path}/devices/{DEMO_DEVICE}"
 
 
+# SlowDevice answers in 3 s; Tango's default client timeout (3 s) would make that a race.
+TEST_TIMEOUT_MS = 6000
+
+
 @pytest.fixture(scope="session")
 def bridge(control_system: ControlSystem) -> InProcessBridge:
     """The bridge in its default (rc3) error mode."""
-    running = InProcessBridge(Config(tango_host=control_system.tango_host)).start()
+    running = InProcessBridge(
+        Config(tango_host=control_system.tango_host, tango_timeout_ms=TEST_TIMEOUT_MS)
+    ).start()
     yield running
     running.stop()
 
@@ -63,7 +69,11 @@ def bridge(control_system: ControlSystem) -> InProcessBridge:
 @pytest.fixture(scope="session")
 def bridge_rc4(control_system: ControlSystem) -> InProcessBridge:
     running = InProcessBridge(
-        Config(tango_host=control_system.tango_host, error_status="rc4")
+        Config(
+            tango_host=control_system.tango_host,
+            error_status="rc4",
+            tango_timeout_ms=TEST_TIMEOUT_MS,
+        )
     ).start()
     yield running
     running.stop()
