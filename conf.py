@@ -42,3 +42,37 @@ error_status = "rc3"
 
 # CORS: origins allowed to call the API from a browser ("*" or a list of origins).
 cors_origins: "str | list[str]" = "*"
+
+# EPICS Channel Access (the /epics/rest/v1 API)
+# Where the bridge searches for PVs: "host" or "host:port" entries, as EPICS_CA_ADDR_LIST.
+# Empty (and no auto list): EPICS is not configured, no CA traffic is sent, and the EPICS
+# endpoints answer 503 EPICS_NOT_CONFIGURED (main.py serves a demo IOC instead when it also serves
+# the Tango demo).
+epics_ca_addr_list: list[str] = []
+# Also broadcast searches on every local interface (EPICS's own default is YES; ours is NO, so the
+# bridge only contacts the addresses listed above unless told otherwise).
+epics_ca_auto_addr_list = False
+# Port of address-list entries that do not name one (EPICS_CA_SERVER_PORT).
+epics_ca_server_port = 5064
+# Largest array the bridge reads (EPICS_CA_MAX_ARRAY_BYTES); bigger ones need ?count=N.
+epics_ca_max_array_bytes = 16384
+# How long a request waits for a PV to connect, and for an IOC to answer a read (milliseconds).
+epics_connect_timeout_ms = 2000
+epics_read_timeout_ms = 2000
+# A monitored value younger than this is served without asking the IOC (?max_age=, ?fresh=1).
+# A monitor pushes every change beyond its deadband, so its value stays current while the circuit
+# lives (CA checks that every EPICS_CA_CONN_TMO, 30 s); the re-read after max_age also catches
+# changes a deadband (MDEL) held back.
+epics_max_age_ms = 30000
+# Seconds without requests after which a channel and its monitor are released (ca-gateway's
+# inactive timeout), and after which the search for a PV that never connected is cancelled.
+epics_idle_timeout = 600.0
+epics_dead_timeout = 60.0
+# Seconds the control metadata of a PV (units, limits, enum strings) stays cached.
+epics_metadata_ttl = 60.0
+# Most PVs one batch request may name.
+epics_batch_max = 10000
+# PV-name rules, regular expressions matched against the whole name (like a ca-gateway .pvlist):
+# a name is served when it matches an allow pattern and no deny pattern; others answer 403.
+epics_allow: list[str] = [".*"]
+epics_deny: list[str] = []

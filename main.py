@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP status of Tango failures: rc3 = 200 (default, like mTango), rc4 = 400/404/503")
     add("--cors-origins", metavar="LIST",
         help="comma-separated origins allowed by CORS (default *; env MTANGO_CORS_ORIGINS)")
+    add("--epics-ca-addr-list", metavar="LIST",
+        help="EPICS CA search addresses, host[:port] (env EPICS_CA_ADDR_LIST); none: EPICS off, "
+        "or a demo IOC with the embedded Tango demo")
     add("--debug", action="store_true", default=None, help="Sanic debug mode and verbose logs")
     add("--version", action="version", version=f"mtango-bridge {__version__}")
     return parser
@@ -58,6 +61,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "app_base": args.app_base,
         "error_status": args.error_status,
         "cors_origins": args.cors_origins,
+        "epics_ca_addr_list": args.epics_ca_addr_list,
         "debug": args.debug,
     }
     return load_config(args.config, overrides={k: v for k, v in overrides.items() if v is not None})
@@ -117,7 +121,30 @@ def _defer_stop_signals_until_workers_ack() -> None:
     WorkerManager.wait_for_ack = wait_for_ack  # type: ignore[method-assign]
 
 
-def print_urls(config: Config, demo: bool) -> None:
+def epics_urls(config: Config, demo_ioc: bool) -> list[str]:
+    shown = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
+    base = f"http://{shown}:{config.port}/epics/rest/v1"
+    if not config.epics_configured:
+        return ["  EPICS:          off (no EPICS_CA_ADDR_LIST configured)"]
+    where = ", ".join(config.epics_ca_addr_list) or "auto address list"
+    lines = [
+        f"  EPICS ({where}" + (", demo IOC)" if demo_ioc else ")"),
+        f"  EPICS health:   {base}/health",
+    ]
+    if demo_ioc:
+        from mtango.demo.ioc import DEMO_PREFIX
+
+        lines += [
+            f"  A PV:           {base}/pvs/{DEMO_PREFIX}double",
+            f"  A counter:      {base}/pvs/{DEMO_PREFIX}counter/value",
+            f"  PV metadata:    {base}/pvs/{DEMO_PREFIX}double/info",
+            f"  Many PVs:       {base}/pvs/value?pv={DEMO_PREFIX}enum&pv={DEMO_PREFIX}waveform"
+            f"&pv={DEMO_PREFIX}string",
+        ]
+    return lines
+
+
+def print_urls(config: Config, demo: bool, demo_ioc: bool = False) -> None:
     shown = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
     base = f"http://{shown}:{config.port}{config.app_base}"
     tango_host, tango_port = config.tango_host.rsplit(":", 1)
@@ -134,6 +161,7 @@ def print_urls(config: Config, demo: bool) -> None:
             f"  Demo device:    {device}",
             f"  A value:        {device}/attributes/double_scalar/value",
         ]
+    lines += epics_urls(config, demo_ioc)
     print("\n".join(lines), flush=True)
 
 
@@ -145,17 +173,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"main.py: configuration error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.DEBUG if config.debug else logging.INFO)
-    demo = None
+    demo = ioc = None
     if not config.tango_host:
         from mtango.demo import start_tango_demo
 
         print("No TANGO_HOST configured: starting the embedded demo control system...", flush=True)
         demo = start_tango_demo()
         config = config.replace(tango_host=demo.tango_host)
+        if not config.epics_configured:
+            # The demo's IOC: on loopback, on its own port, the only address the bridge may use.
+            from mtango.demo.ioc import start_ioc
+
+            try:
+                ioc = start_ioc("caproto", workdir=demo.workdir)
+            except Exception:
+                demo.stop()
+                raise
+            config = config.replace(epics_ca_addr_list=(ioc.address,))
     try:
-        print_urls(config, demo is not None)
+        print_urls(config, demo is not None, ioc is not None)
         serve(config)
     finally:
+        if ioc is not None:
+            ioc.stop()
         if demo is not None:
             demo.stop()
     return 0

@@ -16,10 +16,12 @@ from sanic.response import HTTPResponse
 from sanic_cors import CORS
 
 from mtango import __version__
+from mtango.api import epics as epics_api
 from mtango.api import main as main_api
-from mtango.api import rc3
+from mtango.api import rc3, swagger
 from mtango.api.common import json_response
 from mtango.config import Config
+from mtango.epics.backend import EpicsBackend
 from mtango.errors import ApiError, ErrorEntry, failure_body, from_unexpected
 from mtango.tango.backend import TangoBackend
 
@@ -46,7 +48,7 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
             "CORS_SUPPORTS_CREDENTIALS": True,
             "CORS_ORIGINS": list(config.cors_origins) or "*",
             "CORS_ALLOW_HEADERS": ["Authorization", "Content-Type", "Accept", "X-Requested-With"],
-            "CORS_METHODS": ["GET", "HEAD", "OPTIONS"],
+            "CORS_METHODS": ["GET", "HEAD", "OPTIONS", "POST"],
             "CORS_EXPOSE_HEADERS": ["Content-Range", "x-mtango"],
             "CORS_MAX_AGE": 600,
         }
@@ -54,18 +56,27 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
     app.ctx.config = config
     app.blueprint(main_api.blueprint(config.app_base))
     app.blueprint(rc3.blueprint(config.app_base))
+    app.blueprint(swagger.blueprint(config))
+    app.blueprint(epics_api.blueprint())
 
     @app.before_server_start
     async def start_backends(app: Sanic) -> None:
         backend = TangoBackend(config)
         backend.start()
         app.ctx.tango = backend
+        # One caproto client context per worker, created here, after the fork.
+        epics = EpicsBackend(config)
+        epics.start()
+        app.ctx.epics = epics
 
     @app.after_server_stop
     async def stop_backends(app: Sanic) -> None:
         backend = getattr(app.ctx, "tango", None)
         if backend is not None:
             backend.close()
+        epics = getattr(app.ctx, "epics", None)
+        if epics is not None:
+            await epics.close()
 
     @app.on_response
     async def server_header(request: Request, response: HTTPResponse) -> None:
@@ -91,4 +102,8 @@ def _error_response(request: Request, exc: Exception) -> HTTPResponse:
     else:
         log.exception("unexpected error serving %s %s", request.method, request.path)
         error = from_unexpected(exc)
-    return json_response(failure_body(error.entries), error.http_status(config.error_status))
+    # Headers Sanic's own errors carry (405's Allow, RFC 9110) are kept.
+    headers = dict(getattr(exc, "headers", None) or {}) if isinstance(exc, SanicException) else {}
+    return json_response(
+        failure_body(error.entries), error.http_status(config.error_status), headers or None
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,12 +47,37 @@ class Config:
     cors_origins: tuple[str, ...] = field(
         default_factory=lambda: _as_tuple(_defaults.cors_origins)
     )
+    epics_ca_addr_list: tuple[str, ...] = tuple(_defaults.epics_ca_addr_list)
+    epics_ca_auto_addr_list: bool = _defaults.epics_ca_auto_addr_list
+    epics_ca_server_port: int = _defaults.epics_ca_server_port
+    epics_ca_max_array_bytes: int = _defaults.epics_ca_max_array_bytes
+    epics_connect_timeout_ms: int = _defaults.epics_connect_timeout_ms
+    epics_read_timeout_ms: int = _defaults.epics_read_timeout_ms
+    epics_max_age_ms: int = _defaults.epics_max_age_ms
+    epics_idle_timeout: float = _defaults.epics_idle_timeout
+    epics_dead_timeout: float = _defaults.epics_dead_timeout
+    epics_metadata_ttl: float = _defaults.epics_metadata_ttl
+    epics_batch_max: int = _defaults.epics_batch_max
+    epics_allow: tuple[str, ...] = tuple(_defaults.epics_allow)
+    epics_deny: tuple[str, ...] = tuple(_defaults.epics_deny)
 
     @property
     def allowed_tango_hosts(self) -> frozenset[str]:
         """Databases the bridge may contact: the allow-list, or just the configured TANGO_HOST."""
         hosts = self.tango_hosts or ((self.tango_host,) if self.tango_host else ())
         return frozenset(normalize_tango_host(h) for h in hosts)
+
+    @property
+    def epics_configured(self) -> bool:
+        """Whether the bridge may send Channel Access traffic at all (safe default: no)."""
+        return bool(self.epics_ca_addr_list) or self.epics_ca_auto_addr_list
+
+    @property
+    def epics_addresses(self) -> tuple[tuple[str, int], ...]:
+        """The search destinations of EPICS_CA_ADDR_LIST as (host, port), default port filled in."""
+        return tuple(
+            parse_ca_address(a, self.epics_ca_server_port) for a in self.epics_ca_addr_list
+        )
 
     def replace(self, **changes: Any) -> Config:
         return validate(dataclasses.replace(self, **changes))
@@ -71,6 +97,18 @@ def normalize_tango_host(value: str) -> str:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"Tango host {value!r} is not of the form host:port")
     return f"{host.lower()}:{int(port)}"
+
+
+def parse_ca_address(value: str, default_port: int) -> tuple[str, int]:
+    """``host`` or ``host:port`` of an EPICS_CA_ADDR_LIST entry (host names are allowed)."""
+    host, sep, port = value.strip().rpartition(":")
+    if not sep:
+        host, port = value.strip(), str(default_port)
+    if not host or any(c.isspace() or c in "/[]" for c in host):
+        raise ConfigError(f"EPICS address {value!r} is not of the form host[:port]")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"EPICS address {value!r} has no valid port")
+    return host, int(port)
 
 
 def _as_tuple(value: Any) -> tuple[str, ...]:
@@ -122,11 +160,23 @@ def from_mapping(values: Mapping[str, Any], base: Config | None = None) -> Confi
     return dataclasses.replace(base or Config(), **coerced)
 
 
+# The standard EPICS client variables, read under their own names (MTANGO_<SETTING> wins).
+EPICS_ENVIRONMENT = {
+    "EPICS_CA_ADDR_LIST": "epics_ca_addr_list",
+    "EPICS_CA_AUTO_ADDR_LIST": "epics_ca_auto_addr_list",
+    "EPICS_CA_SERVER_PORT": "epics_ca_server_port",
+    "EPICS_CA_MAX_ARRAY_BYTES": "epics_ca_max_array_bytes",
+}
+
+
 def from_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """Settings named by the environment: ``TANGO_HOST`` and ``MTANGO_<SETTING>``."""
+    """Settings named by the environment: TANGO_HOST, EPICS_CA_* and MTANGO_<SETTING>."""
     found: dict[str, str] = {}
     if env.get("TANGO_HOST"):
         found["tango_host"] = env["TANGO_HOST"]
+    for key, name in EPICS_ENVIRONMENT.items():
+        if env.get(key, "").strip():
+            found[name] = env[key]
     for name in _FIELDS:
         key = f"MTANGO_{name.upper()}"
         if key in env:
@@ -173,6 +223,7 @@ def validate(config: Config) -> Config:
     for name in ("device_cache_size", "attribute_cache_size"):
         if getattr(config, name) < 1:
             problems.append(f"{name} must be at least 1")
+    problems.extend(_epics_problems(config))
     try:
         if config.tango_host:
             normalize_tango_host(config.tango_host)
@@ -183,3 +234,31 @@ def validate(config: Config) -> Config:
     if problems:
         raise ConfigError("; ".join(problems))
     return config
+
+
+def _epics_problems(config: Config) -> list[str]:
+    problems = []
+    for name in ("epics_connect_timeout_ms", "epics_read_timeout_ms", "epics_batch_max"):
+        if getattr(config, name) < 1:
+            problems.append(f"{name} must be at least 1")
+    if config.epics_ca_max_array_bytes < 40:
+        problems.append("epics_ca_max_array_bytes must be at least 40")
+    if config.epics_max_age_ms < 0:
+        problems.append("epics_max_age_ms must not be negative")
+    for name in ("epics_idle_timeout", "epics_dead_timeout", "epics_metadata_ttl"):
+        if not getattr(config, name) > 0:
+            problems.append(f"{name} must be positive")
+    if not 0 < config.epics_ca_server_port < 65536:
+        problems.append(f"epics_ca_server_port {config.epics_ca_server_port} is out of range")
+    for address in config.epics_ca_addr_list:
+        try:
+            parse_ca_address(address, config.epics_ca_server_port)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    for name in ("epics_allow", "epics_deny"):
+        for pattern in getattr(config, name):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                problems.append(f"{name}: {pattern!r} is not a regular expression ({exc})")
+    return problems

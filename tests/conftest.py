@@ -83,3 +83,77 @@ def bridge_rc4(control_system: ControlSystem) -> InProcessBridge:
 def proxy(control_system: ControlSystem) -> tango.DeviceProxy:
     """A direct PyTango client of the demo device: the reference the bridge is checked against."""
     return tango.DeviceProxy(control_system.trl(DEMO_DEVICE))
+
+
+# -- EPICS: IOCs on their own loopback ports, bridges configured with those addresses only --------
+
+EPICS_TIMEOUT_MS = 1000  # short connect/read timeouts keep the failure tests quick
+
+
+@pytest.fixture(scope="session")
+def caproto_ioc(tmp_path_factory: pytest.TempPathFactory):
+    """The demo caproto IOC (every DBR type, arrays, enum, long string, alarm, counter)."""
+    from mtango.demo.ioc import start_ioc
+
+    ioc = start_ioc("caproto", prefix="cp:", workdir=tmp_path_factory.mktemp("ioc-cp"))
+    yield ioc
+    ioc.stop()
+
+
+@pytest.fixture(scope="session")
+def soft_ioc(tmp_path_factory: pytest.TempPathFactory):
+    """A softioc IOC: real EPICS base records, plus 1000 ai records ``sf:bulk:NNNN``."""
+    from mtango.demo.ioc import start_ioc
+
+    ioc = start_ioc("softioc", prefix="sf:", bulk=1000, workdir=tmp_path_factory.mktemp("ioc-sf"))
+    yield ioc
+    ioc.stop()
+
+
+@pytest.fixture(scope="session")
+def restart_ioc(tmp_path_factory: pytest.TempPathFactory):
+    """A caproto IOC that tests stop and start again (nothing else reads its PVs)."""
+    from mtango.demo.ioc import start_ioc
+
+    ioc = start_ioc("caproto", prefix="rs:", workdir=tmp_path_factory.mktemp("ioc-rs"))
+    yield ioc
+    ioc.stop()
+
+
+@pytest.fixture(scope="session")
+def epics_config(caproto_ioc, soft_ioc, restart_ioc) -> Config:
+    return Config(
+        epics_ca_addr_list=(caproto_ioc.address, soft_ioc.address, restart_ioc.address),
+        epics_connect_timeout_ms=EPICS_TIMEOUT_MS,
+        epics_read_timeout_ms=EPICS_TIMEOUT_MS,
+    )
+
+
+@pytest.fixture(scope="session")
+def epics_bridge(epics_config: Config) -> InProcessBridge:
+    running = InProcessBridge(epics_config).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def pyepics(caproto_ioc, soft_ioc, restart_ioc):
+    """pyepics (libca, EPICS base's C client): the independent reference for every value.
+
+    libca reads ``EPICS_CA_*`` once, when its context makes its first channel; the variables are
+    set for that moment only, so no other test sees them.
+    """
+    import epics
+
+    addresses = " ".join(i.address for i in (caproto_ioc, soft_ioc, restart_ioc))
+    saved = {k: os.environ.get(k) for k in ("EPICS_CA_ADDR_LIST", "EPICS_CA_AUTO_ADDR_LIST")}
+    os.environ.update(EPICS_CA_ADDR_LIST=addresses, EPICS_CA_AUTO_ADDR_LIST="NO")
+    try:
+        assert epics.caget(caproto_ioc.pv("double"), timeout=10) is not None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return epics

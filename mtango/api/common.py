@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
@@ -19,10 +19,13 @@ from sanic.response import HTTPResponse
 from mtango import jsonenc
 from mtango.errors import ApiError, ErrorEntry, bad_request
 
-# Tango names (device members, attributes, commands, properties): anything printable except
+# Tango names (device members, attributes, commands, properties): printable ASCII except
 # separators, wildcards and quotes. Tango itself is more lenient; these would only ever reach it
-# as mistakes or probes.
-_NAME = re.compile(r"^[^\s/*?\"'<>\\\x00-\x1f\x7f]{1,255}$")
+# as mistakes or probes. Tango carries names as Latin-1 and PyTango decodes some back as UTF-8, so
+# anything beyond ASCII fails inside PyTango (UnicodeError) instead of as a Tango "not found".
+_NAME = re.compile(r"^[\x21\x23-\x26\x28\x29\x2b-\x2e\x30-\x3b\x3d\x40-\x5b\x5d-\x7e]{1,255}$")
+# A Tango glob of device names (``sys/*/1``): printable ASCII, no spaces.
+_GLOB = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,21 @@ def api_base(request: Request) -> str:
     return request.app.ctx.config.app_base
 
 
+# What may stay unescaped in a path segment of a link: RFC 3986 ``pchar`` except "%" (a name with
+# a literal "%" must not turn into an escape). Names in links are escaped with it, so every href is
+# a valid URL that leads back to the same name.
+_SEGMENT_SAFE = "-._~!$&'()*+,;=:@"
+
+
+def segment(name: str) -> str:
+    """A name as one path segment of a link (``a b`` -> ``a%20b``)."""
+    return quote(name, safe=_SEGMENT_SAFE)
+
+
 def rc3_url(request: Request, *parts: str) -> str:
-    return absolute(request, "/".join([api_base(request) + "/rc3", *parts]))
+    """Absolute URL under ``{app_base}/rc3``; ``/`` inside a part (a device name) separates."""
+    escaped = [quote(part, safe=_SEGMENT_SAFE + "/") for part in parts]
+    return absolute(request, "/".join([api_base(request) + "/rc3", *escaped]))
 
 
 def host_url(request: Request, host: str, port: str, *parts: str) -> str:
@@ -63,8 +79,15 @@ def device_url(request: Request, host: str, port: str, device: str, *parts: str)
 
 
 def check_name(value: str, what: str) -> str:
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise bad_request(f"{what} {value!r} is not a valid Tango name", "BadName")
+    return value
+
+
+def check_glob(value: str, what: str) -> str:
+    if not _GLOB.fullmatch(value):
+        raise bad_request(f"{what} {value!r} must be printable ASCII (a Tango glob)",
+                          "BadParameter")
     return value
 
 
@@ -82,7 +105,7 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise bad_request(f"{name}={raw!r} must be an integer from {low} to {high}", "BadParameter")
     return int(raw)
 
@@ -94,7 +117,8 @@ def apply_filter(body: Any, fields: list[str]) -> Any:
     """``?filter=a&filter=b`` keeps those fields, ``?filter=!a`` keeps all others (Java's rules).
 
     Applied to an object or to every object of a list; a nested object is kept when any of its
-    own fields is kept.
+    own fields is kept. FAILURE objects are never filtered: a failure stays recognisable (and
+    matches the FAILURE schema) whatever fields the client asked for.
     """
     if not fields:
         return body
@@ -102,7 +126,7 @@ def apply_filter(body: Any, fields: list[str]) -> Any:
     names = {f.lstrip("!") for f in fields}
 
     def keep(obj: Any) -> Any:
-        if not isinstance(obj, dict):
+        if not isinstance(obj, dict) or _is_failure(obj):
             return obj
         out = {}
         for key, value in obj.items():
@@ -122,9 +146,13 @@ def apply_filter(body: Any, fields: list[str]) -> Any:
     return keep(body)
 
 
+def _is_failure(obj: dict[str, Any]) -> bool:
+    return obj.get("quality") == "FAILURE" and "errors" in obj
+
+
 # -- range -----------------------------------------------------------------------------------------
 
-_RANGE = re.compile(r"^(\d{1,9})-(\d{1,9})$")
+_RANGE = re.compile(r"([0-9]{1,9})-([0-9]{1,9})")
 
 
 def paginate(request: Request, items: list[Any]) -> tuple[list[Any], int, dict[str, str]]:
@@ -135,7 +163,7 @@ def paginate(request: Request, items: list[Any]) -> tuple[list[Any], int, dict[s
     raw = request.args.get("range")
     if raw is None:
         return items, 200, {}
-    match = _RANGE.match(raw)
+    match = _RANGE.fullmatch(raw)
     if not match or int(match.group(1)) >= int(match.group(2)):
         raise bad_request(f"range={raw!r} must be start-end with start < end", "BadRange")
     start, end = int(match.group(1)), int(match.group(2))

@@ -237,3 +237,38 @@ def start_database(workdir: Path | None = None, timeout: float = 30.0) -> Contro
     system = ControlSystem(LOOPBACK, port, workdir, [managed])
     atexit.register(system.stop)
     return system
+
+
+def free_port(host: str = LOOPBACK, udp: bool = False, attempts: int = 50) -> int:
+    """A port free on ``host`` for TCP and, with ``udp``, for UDP too (CA servers use both)."""
+    import socket
+
+    for _ in range(attempts):
+        with socket.socket() as tcp:
+            tcp.bind((host, 0))
+            port = tcp.getsockname()[1]
+            if not udp:
+                return port
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dgram:
+                try:
+                    dgram.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise StackError(f"no free port on {host} after {attempts} attempts")
+
+
+def spawn(name: str, args: list[str], env: dict[str, str], workdir: Path) -> ManagedProcess:
+    """Start a child process in its own session, output to ``workdir/<name>.log``."""
+    log = workdir / f"{name}.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=str(_project_root()),
+            start_new_session=True,
+        )
+    return ManagedProcess(name, process, log)

@@ -92,7 +92,7 @@ class TangoBackend:
 
     def host_key(self, host: str, port: str) -> str:
         """Validate a database named in a URL; refuse what is not allowed, before connecting."""
-        if not port.isdigit() or not 0 < int(port) < 65536:
+        if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise bad_request(f"port {port!r} is not a TCP port number", "BadPort")
         try:
             key = normalize_tango_host(f"{host}:{port}")

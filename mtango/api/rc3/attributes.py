@@ -16,6 +16,7 @@ from mtango.api.common import (
     query_list,
     respond,
     respond_list,
+    segment,
 )
 from mtango.api.rc3 import target
 from mtango.api.rc3.target import DEVICE
@@ -27,7 +28,7 @@ ATTR = f"{ATTRS}/<attr>"
 
 def _links(request: Request, host: str, port: str, device: str, name: str) -> dict:
     dev = device_url(request, host, port, device)
-    url = f"{dev}/attributes/{name}"
+    url = f"{dev}/attributes/{segment(name)}"
     return {
         "name": name,
         "value": f"{url}/value",

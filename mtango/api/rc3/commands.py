@@ -5,7 +5,15 @@ from __future__ import annotations
 from sanic import Request
 from sanic.response import HTTPResponse
 
-from mtango.api.common import Route, check_name, device_url, query_int, respond, respond_list
+from mtango.api.common import (
+    Route,
+    check_name,
+    device_url,
+    query_int,
+    respond,
+    respond_list,
+    segment,
+)
 from mtango.api.rc3 import target
 from mtango.api.rc3.target import DEVICE
 
@@ -14,7 +22,7 @@ CMDS = f"{DEVICE}/commands"
 
 def _command(request: Request, host: str, port: str, device: str, info: dict) -> dict:
     dev = device_url(request, host, port, device)
-    url = f"{dev}/commands/{info['cmd_name']}"
+    url = f"{dev}/commands/{segment(info['cmd_name'])}"
     return {
         "name": info["cmd_name"],
         "info": info,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sanic import Request
 from sanic.response import HTTPResponse
 
-from mtango.api.common import Route, check_name, device_url, respond, respond_list
+from mtango.api.common import Route, check_name, device_url, respond, respond_list, segment
 from mtango.api.rc3 import target
 from mtango.api.rc3.target import DEVICE
 
@@ -17,7 +17,7 @@ async def pipes(request: Request, host: str, port: str, domain: str, family: str
     tango, key, device = target.device(request, host, port, domain, family, member)
     dev = device_url(request, host, port, device)
     names = await tango.pipes(key, device)
-    return respond_list(request, [{"name": n, "href": f"{dev}/pipes/{n}"} for n in names])
+    return respond_list(request, [{"name": n, "href": f"{dev}/pipes/{segment(n)}"} for n in names])
 
 
 async def pipe(request: Request, host: str, port: str, domain: str, family: str,

@@ -1,0 +1,361 @@
+"""The EPICS backend: what the ``/epics/rest/v1`` routes ask of Channel Access, as plain data.
+
+One instance per worker process, started after the fork. It checks names (syntax, allow/deny
+rules) before any CA traffic, reads through the shared ``ChannelPool``, converts answers with
+``convert`` and turns CA failures into the bridge's one error model:
+
+| failure | HTTP | reason |
+|---|---|---|
+| never connected within the connect timeout | 504 | ``EPICS_CONNECT_TIMEOUT`` |
+| was connected, connection lost | 503 | ``EPICS_DISCONNECTED`` |
+| connected, no answer to a read | 504 | ``EPICS_READ_TIMEOUT`` |
+| array over ``EPICS_CA_MAX_ARRAY_BYTES`` | 413 | ``EPICS_ARRAY_TOO_LARGE`` |
+| IOC answered with a CA error | 502 | ``EPICS_CA_ERROR`` |
+| name refused by the allow/deny rules | 403 | ``EPICS_PV_DENIED`` |
+| no EPICS address configured | 503 | ``EPICS_NOT_CONFIGURED`` |
+
+Reads of many PVs answer one item per name, values or FAILURE items, within one deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from caproto import ChannelType
+
+from mtango.cache import SingleFlight
+from mtango.config import Config
+from mtango.epics import convert
+from mtango.epics.client import (
+    ArrayTooLarge,
+    Channel,
+    ChannelError,
+    ChannelPool,
+    ConnectTimeout,
+    Disconnected,
+    ReadOptions,
+    ReadTimeout,
+    ServerError,
+)
+from mtango.epics.names import NameRules, check_pv_name
+from mtango.errors import ApiError, ErrorEntry, bad_request, failure_body
+
+log = logging.getLogger("mtango.epics")
+
+HEALTH_PROBE_TTL = 2.0  # seconds a reachability probe of the IOC addresses is reused
+
+_ERRORS: dict[type[ChannelError], tuple[str, int]] = {
+    ConnectTimeout: ("EPICS_CONNECT_TIMEOUT", 504),
+    Disconnected: ("EPICS_DISCONNECTED", 503),
+    ReadTimeout: ("EPICS_READ_TIMEOUT", 504),
+    ArrayTooLarge: ("EPICS_ARRAY_TOO_LARGE", 413),
+    ServerError: ("EPICS_CA_ERROR", 502),
+}
+
+
+def api_error(exc: ChannelError, name: str) -> ApiError:
+    reason, status = _ERRORS.get(type(exc), ("EPICS_CA_ERROR", 502))
+    return ApiError(ErrorEntry(reason, str(exc), "ERR", f"epics:{name}"), status)
+
+
+def _is_broadcast(host: str) -> bool:
+    return host == "255.255.255.255" or host.endswith(".255")
+
+
+class EpicsBackend:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.rules = NameRules(config.epics_allow, config.epics_deny)
+        self.pool: ChannelPool | None = None
+        self.span = (config.epics_connect_timeout_ms + config.epics_read_timeout_ms) / 1000
+        self._probe = SingleFlight()
+        self._probed: tuple[float, list[dict[str, Any]]] = (0.0, [])
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def search_addresses(self) -> list[tuple[str, int]]:
+        """Configured addresses, plus the broadcast addresses of EPICS_CA_AUTO_ADDR_LIST=YES."""
+        addresses = list(self.config.epics_addresses)
+        if self.config.epics_ca_auto_addr_list:
+            import caproto as ca
+
+            port = self.config.epics_ca_server_port
+            if getattr(ca._utils, "netifaces", None) is not None:
+                found = [bcast for _, bcast in ca.get_netifaces_addresses()]
+            else:
+                found = ["255.255.255.255"]
+            addresses += [(a, port) for a in found if (a, port) not in addresses]
+        return addresses
+
+    def start(self) -> None:
+        """Create the worker's CA client, unless EPICS is not configured (then it sends nothing)."""
+        if not self.config.epics_configured:
+            return
+        self.pool = ChannelPool(
+            self.search_addresses(),
+            max_array_bytes=self.config.epics_ca_max_array_bytes,
+            connect_timeout=self.config.epics_connect_timeout_ms / 1000,
+            read_timeout=self.config.epics_read_timeout_ms / 1000,
+            idle_timeout=self.config.epics_idle_timeout,
+            dead_timeout=self.config.epics_dead_timeout,
+            metadata_ttl=self.config.epics_metadata_ttl,
+        )
+        self.pool.start()
+
+    async def close(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            await pool.close()
+
+    # -- checks ----------------------------------------------------------------------------------
+
+    def _running_pool(self) -> ChannelPool:
+        if self.pool is None:
+            raise ApiError(
+                ErrorEntry(
+                    "EPICS_NOT_CONFIGURED",
+                    "this bridge has no EPICS address configured (set EPICS_CA_ADDR_LIST, or "
+                    "EPICS_CA_AUTO_ADDR_LIST=YES to search on every local network)",
+                    "ERR",
+                    "epics",
+                ),
+                503,
+            )
+        return self.pool
+
+    def check(self, name: str) -> str:
+        """A valid name this bridge may serve; 400 or 403 before any network traffic."""
+        check_pv_name(name)
+        if not self.rules.allowed(name):
+            raise ApiError(
+                ErrorEntry(
+                    "EPICS_PV_DENIED",
+                    f"{name} is not served by this bridge (epics_allow / epics_deny rules)",
+                    "ERR",
+                    f"epics:{name}",
+                ),
+                403,
+            )
+        return name
+
+    def options(self, max_age_ms: int | None, fresh: bool, count: int) -> ReadOptions:
+        age = self.config.epics_max_age_ms if max_age_ms is None else max_age_ms
+        return ReadOptions(max_age=age / 1000, fresh=fresh, count=count)
+
+    # -- values ----------------------------------------------------------------------------------
+
+    def _value_body(
+        self,
+        channel: Channel,
+        reading: convert.Reading,
+        options: ReadOptions,
+        encoding: str,
+        started: float,
+    ) -> dict[str, Any]:
+        """The value object, converted once per reading and options, stamped per request."""
+        key = (options.count, encoding)
+        body = reading.bodies.get(key)
+        if body is None:
+            body = convert.value_object(
+                channel.name,
+                reading,
+                channel.native_type,
+                channel.native_count,
+                long_string=channel.long_string,
+                labels=channel.labels,
+                count=options.count,
+                encoding=encoding,
+            )
+            if len(reading.bodies) >= 8:  # a client cycling through ?count values
+                reading.bodies.clear()
+            reading.bodies[key] = body
+        now = time.monotonic()
+        out = dict(body)
+        out["cached"] = reading.received < started
+        out["age_ms"] = max(0, int((now - reading.received) * 1000))
+        return out
+
+    def _labels_ready(self, channel: Channel, now: float) -> bool:
+        return channel.native_type != ChannelType.ENUM or (
+            self._running_pool().control_cached(channel, now) is not None
+        )
+
+    async def _read(
+        self,
+        channels: list[Channel],
+        options: ReadOptions,
+        encoding: str,
+        started: float,
+        deadline: float,
+    ) -> dict[Channel, dict[str, Any] | ChannelError]:
+        """Value objects of ``channels`` (enum labels fetched as needed), or their errors."""
+        pool = self._running_pool()
+        outcomes: dict[Channel, Any] = await pool.read_many(channels, options, deadline)
+        now = time.monotonic()
+        enums = [
+            c for c, out in outcomes.items()
+            if isinstance(out, convert.Reading) and not self._labels_ready(c, now)
+        ]
+        if enums:
+            controls = await pool.read_many(enums, options, deadline, kind="control")
+            for channel, control in controls.items():
+                if isinstance(control, ChannelError):
+                    outcomes[channel] = control
+        return {
+            c: self._value_body(c, out, options, encoding, started)
+            if isinstance(out, convert.Reading)
+            else out
+            for c, out in outcomes.items()
+        }
+
+    def _cached_body(
+        self, channel: Channel, options: ReadOptions, encoding: str, started: float
+    ) -> dict[str, Any] | None:
+        """The fast path: a monitored value the request accepts, labels known: no awaiting."""
+        if not self._labels_ready(channel, started):
+            return None
+        reading = self._running_pool().cached(channel, options, started)
+        if reading is None:
+            return None
+        return self._value_body(channel, reading, options, encoding, started)
+
+    async def value(self, name: str, options: ReadOptions, encoding: str = "json") -> dict:
+        """``GET pvs/{pv}/value``: the value object of one PV."""
+        pool = self._running_pool()
+        self.check(name)
+        started = time.monotonic()
+        channel = pool.channels_for([name])[0]
+        body = self._cached_body(channel, options, encoding, started)
+        if body is None:
+            outcome = (await self._read([channel], options, encoding, started,
+                                        started + self.span))[channel]
+            if isinstance(outcome, ChannelError):
+                raise api_error(outcome, name)
+            body = outcome
+        return body
+
+    async def _control(self, channel: Channel, deadline: float) -> Any:
+        pool = self._running_pool()
+        outcome = (await pool.read_many([channel], ReadOptions(), deadline, kind="control"))[
+            channel
+        ]
+        if isinstance(outcome, ChannelError):
+            raise api_error(outcome, channel.name)
+        return outcome.metadata
+
+    async def info(self, name: str) -> dict[str, Any]:
+        """``GET pvs/{pv}/info``: control metadata (units, limits, enum strings, access)."""
+        pool = self._running_pool()
+        self.check(name)
+        channel = pool.channels_for([name])[0]
+        control = await self._control(channel, time.monotonic() + self.span)
+        return self._info_body(channel, control)
+
+    def _info_body(self, channel: Channel, control: Any) -> dict[str, Any]:
+        return convert.info_object(
+            channel.name,
+            control,
+            channel.native_type,
+            channel.native_count,
+            access=channel.access,
+            host=channel.host,
+            long_string=channel.long_string,
+        )
+
+    async def full(self, name: str, options: ReadOptions, encoding: str = "json") -> dict:
+        """``GET pvs/{pv}``: value, time, alarm and metadata in one object."""
+        value = await self.value(name, options, encoding)
+        channel = self._running_pool().channels_for([name])[0]
+        control = await self._control(channel, time.monotonic() + self.span)
+        return convert.full_object(value, self._info_body(channel, control))
+
+    async def values(
+        self, names: list[str], options: ReadOptions, encoding: str = "json"
+    ) -> list[dict[str, Any]]:
+        """Many PVs, one deadline for all: one item per requested name, value or FAILURE."""
+        pool = self._running_pool()
+        if not names:
+            raise bad_request("name the PVs to read: ?pv=A&pv=B or a JSON list", "MissingParameter")
+        if len(names) > self.config.epics_batch_max:
+            raise bad_request(
+                f"{len(names)} PVs in one request; at most {self.config.epics_batch_max} "
+                "(epics_batch_max)",
+                "TooManyPVs",
+            )
+        started = time.monotonic()
+        results: dict[str, dict[str, Any]] = {}
+        valid = []
+        for name in dict.fromkeys(names):
+            try:
+                valid.append(self.check(name))
+            except ApiError as exc:
+                results[name] = failure_body(exc.entries, name=name, connected=False)
+        slow = []
+        for channel in pool.channels_for(valid):
+            body = self._cached_body(channel, options, encoding, started)
+            if body is None:
+                slow.append(channel)
+            else:
+                results[channel.name] = body
+        if slow:
+            outcomes = await self._read(slow, options, encoding, started, started + self.span)
+            for channel, outcome in outcomes.items():
+                results[channel.name] = self._item(channel, outcome)
+        return [results[name] for name in names]
+
+    def _item(self, channel: Channel, outcome: Any) -> dict[str, Any]:
+        if isinstance(outcome, dict):
+            return outcome
+        error = api_error(outcome, channel.name)
+        return failure_body(error.entries, name=channel.name, connected=channel.connected)
+
+    # -- health ----------------------------------------------------------------------------------
+
+    async def health(self) -> tuple[dict[str, Any], int]:
+        """Channel, circuit, subscription and read counts; 503 when an IOC address is down."""
+        if self.pool is None:
+            body = {"status": "NOT_CONFIGURED", "addresses": []}
+            return body, 503
+        addresses = await self._probe.run("probe", self._addresses_state)
+        reachable = all(a["reachable"] is not False for a in addresses)
+        body = {
+            "status": "OK" if reachable else "UNREACHABLE",
+            "addresses": addresses,
+            "auto_addr_list": self.config.epics_ca_auto_addr_list,
+            **self.pool.counts(),
+        }
+        return body, 200 if reachable else 503
+
+    async def _addresses_state(self) -> list[dict[str, Any]]:
+        """Can each configured unicast address be reached on its CA port (TCP connect)?
+
+        CA servers listen for TCP on their search port (rsrv and caproto alike). Broadcast
+        addresses cannot be probed this way and report ``null``. Results are reused briefly so a
+        busy health check does not hammer the IOCs.
+        """
+        at, found = self._probed
+        if found and time.monotonic() - at < HEALTH_PROBE_TTL:
+            return found
+        timeout = min(1.0, self.config.epics_connect_timeout_ms / 1000)
+
+        async def probe(host: str, port: int) -> dict[str, Any]:
+            state: dict[str, Any] = {"address": f"{host}:{port}", "reachable": None}
+            if _is_broadcast(host):
+                return state
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+            except (OSError, asyncio.TimeoutError) as exc:
+                state.update(reachable=False, error=str(exc) or type(exc).__name__)
+                return state
+            writer.close()
+            state["reachable"] = True
+            return state
+
+        found = list(
+            await asyncio.gather(*(probe(h, p) for h, p in self.config.epics_addresses))
+        )
+        self._probed = (time.monotonic(), found)
+        return found
