@@ -12,12 +12,14 @@ RUN useradd --create-home --uid 1000 mtango
 WORKDIR /app
 COPY pyproject.toml README.md LICENSE main.py conf.py ./
 COPY mtango ./mtango
+COPY swagger ./swagger
 COPY scripts ./scripts
 # The same install recipe as the README and CI (scripts/setup.sh), without the test extras.
 RUN bash scripts/setup.sh && chown -R mtango /app
 USER mtango
 
 EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
-    CMD ["/opt/mtango/venv/bin/python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/tango/rest', timeout=4).status != 200)"]
+# Liveness on the port the container was told to use (MTANGO_PORT), from the process itself.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s \
+    CMD ["/opt/mtango/venv/bin/python", "-c", "import os,sys,urllib.request; port=os.environ.get('MTANGO_PORT','8000'); sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/health/live', timeout=4).status != 200)"]
 CMD ["/opt/mtango/venv/bin/python", "main.py"]

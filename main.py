@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import signal
 import sys
+import tempfile
+import time
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 
 from mtango import __version__
 from mtango.config import ERROR_STATUS_MODES, Config, ConfigError, load_config
@@ -68,7 +73,25 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def serve(config: Config) -> None:
-    """Run Sanic with ``config.workers`` processes; each builds its own app and backends."""
+    """Run Sanic with ``config.workers`` processes; each builds its own app and backends.
+
+    The workers share a run directory (created here, removed at exit): their metrics live there
+    (prometheus-client multiprocess mode) so that /sys and /metrics speak for the whole server,
+    and so do the orders that empty every worker's caches. The variables must be set before
+    prometheus_client is imported, in this process and in the spawned workers.
+    """
+    run = Path(tempfile.mkdtemp(prefix="mtango-run-"))
+    (run / "metrics").mkdir()
+    os.environ["MTANGO_RUN_DIR"] = str(run)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run / "metrics")
+    os.environ["MTANGO_STARTED_AT"] = repr(time.time())
+    try:
+        _serve(config)
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def _serve(config: Config) -> None:
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
 

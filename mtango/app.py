@@ -7,7 +7,11 @@ omniORB state must not cross a fork, and every worker needs its own event loop b
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import re
+import time
 from itertools import count
 
 from sanic import Request, Sanic
@@ -18,12 +22,15 @@ from sanic_cors import CORS
 from mtango import __version__
 from mtango.api import epics as epics_api
 from mtango.api import main as main_api
-from mtango.api import rc3, swagger
+from mtango.api import ops, rc3, swagger
+from mtango.api import sys as sys_api
 from mtango.api.common import json_response
 from mtango.config import Config
 from mtango.epics.backend import EpicsBackend
 from mtango.errors import ApiError, ErrorEntry, failure_body, from_unexpected
+from mtango.stats import Metrics
 from mtango.tango.backend import TangoBackend
+from mtango.worker import CleanOrders, Worker, run_dir
 
 log = logging.getLogger("mtango")
 SERVER_HEADER = f"mtango-bridge {__version__}"
@@ -56,31 +63,48 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
     app.ctx.config = config
     app.blueprint(main_api.blueprint(config.app_base))
     app.blueprint(rc3.blueprint(config.app_base))
+    app.blueprint(sys_api.blueprint(config.app_base))
     app.blueprint(swagger.blueprint(config))
     app.blueprint(epics_api.blueprint())
+    app.blueprint(ops.blueprint())
 
     @app.before_server_start
     async def start_backends(app: Sanic) -> None:
-        backend = TangoBackend(config)
-        backend.start()
-        app.ctx.tango = backend
+        started_at = float(os.environ.get("MTANGO_STARTED_AT") or time.time())
+        metrics = Metrics(started_at)
+        tango = TangoBackend(config, on_call=metrics.upstream)
+        tango.devices.observe(metrics.cache_observer("devices"))
+        tango.attributes.observe(metrics.cache_observer("attributes"))
+        tango.start()
         # One caproto client context per worker, created here, after the fork.
         epics = EpicsBackend(config)
         epics.start()
-        app.ctx.epics = epics
+        app.ctx.metrics, app.ctx.tango, app.ctx.epics = metrics, tango, epics
+        app.ctx.worker = Worker(metrics, CleanOrders(run_dir()), tango, epics)
+        app.ctx.worker.start()
 
     @app.after_server_stop
     async def stop_backends(app: Sanic) -> None:
-        backend = getattr(app.ctx, "tango", None)
-        if backend is not None:
-            backend.close()
-        epics = getattr(app.ctx, "epics", None)
-        if epics is not None:
-            await epics.close()
+        worker = getattr(app.ctx, "worker", None)
+        if worker is not None:
+            await worker.stop()
+            worker.tango.close()
+            await worker.epics.close()
+
+    @app.on_request
+    async def start_clock(request: Request) -> None:
+        request.ctx.started = time.perf_counter()
 
     @app.on_response
     async def server_header(request: Request, response: HTTPResponse) -> None:
         response.headers["x-mtango"] = SERVER_HEADER
+        metrics = getattr(request.app.ctx, "metrics", None)
+        started = getattr(request.ctx, "started", None)
+        if metrics is not None and started is not None:
+            endpoint = _endpoint(request.route.path) if request.route is not None else "unmatched"
+            metrics.observe_request(
+                endpoint, request.method, response.status, time.perf_counter() - started
+            )
         if response.content_type is None and not response.body:
             # sanic-cors builds its preflight answers without a type; Sanic would send "None".
             response.content_type = "text/plain; charset=utf-8"
@@ -88,6 +112,12 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
     app.error_handler.add(Exception, _error_response)
     CORS(app)
     return app
+
+
+@functools.lru_cache(maxsize=512)
+def _endpoint(path: str) -> str:
+    """A route's URL template as the metrics label: ``/a/<host>``, not ``a/<host:str>``."""
+    return "/" + re.sub(r"<(\w+):[^>]+>", r"<\1>", path)
 
 
 def _error_response(request: Request, exc: Exception) -> HTTPResponse:

@@ -16,9 +16,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T")
+
+
+class CacheObserver(Protocol):
+    """Where a cache reports its figures (``mtango.stats`` records them for every worker)."""
+
+    def hit(self) -> None: ...
+    def miss(self) -> None: ...
+    def resized(self, size: int, maxsize: int) -> None: ...
 
 
 @dataclass
@@ -31,11 +39,18 @@ class CacheStats:
 
 
 class AsyncLRUCache(Generic[T]):
-    def __init__(self, name: str, maxsize: int, ttl: float | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        maxsize: int,
+        ttl: float | None = None,
+        observer: CacheObserver | None = None,
+    ) -> None:
         self.name = name
         self.maxsize = maxsize
         self.ttl = ttl
         self.stats = CacheStats()
+        self.observer = observer
         self._entries: OrderedDict[Hashable, tuple[float, T]] = OrderedDict()
         self._flight = SingleFlight()
 
@@ -45,15 +60,26 @@ class AsyncLRUCache(Generic[T]):
     def info(self) -> dict[str, int]:
         return self.stats.as_dict(len(self._entries), self.maxsize)
 
+    def observe(self, observer: CacheObserver) -> None:
+        self.observer = observer
+        self._resized()
+
+    def _resized(self) -> None:
+        if self.observer is not None:
+            self.observer.resized(len(self._entries), self.maxsize)
+
+    def _count(self, hit: bool) -> None:
+        if hit:
+            self.stats.hits += 1
+        else:
+            self.stats.misses += 1
+        if self.observer is not None:
+            self.observer.hit() if hit else self.observer.miss()
+
     def clear(self) -> None:
         self._entries.clear()
+        self._resized()
 
-    def discard(self, key: Hashable) -> None:
-        self._entries.pop(key, None)
-
-    def discard_where(self, predicate: Callable[[Hashable], bool]) -> None:
-        for key in [k for k in self._entries if predicate(k)]:
-            del self._entries[key]
 
     async def get(self, key: Hashable, factory: Callable[[], Awaitable[T]]) -> T:
         entry = self._entries.get(key)
@@ -61,14 +87,11 @@ class AsyncLRUCache(Generic[T]):
             stored_at, value = entry
             if self.ttl is None or time.monotonic() - stored_at < self.ttl:
                 self._entries.move_to_end(key)
-                self.stats.hits += 1
+                self._count(hit=True)
                 return value
             del self._entries[key]
         # A caller that joins a build already under way counts as a hit: nothing new is built.
-        if self._flight.running(key):
-            self.stats.hits += 1
-        else:
-            self.stats.misses += 1
+        self._count(hit=self._flight.running(key))
         return await self._flight.run(key, lambda: self._build(key, factory))
 
     async def _build(self, key: Hashable, factory: Callable[[], Awaitable[T]]) -> T:
@@ -76,6 +99,7 @@ class AsyncLRUCache(Generic[T]):
         self._entries[key] = (time.monotonic(), value)
         while len(self._entries) > self.maxsize:
             self._entries.popitem(last=False)
+        self._resized()
         return value
 
 

@@ -10,7 +10,9 @@ from mtango.api.common import Route, absolute, make_blueprint, respond
 
 async def root(request: Request) -> HTTPResponse:
     base = request.app.ctx.config.app_base
-    return respond(request, {"rc3": absolute(request, f"{base}/rc3")})
+    return respond(
+        request, {"rc3": absolute(request, f"{base}/rc3"), "sys": absolute(request, f"{base}/sys")}
+    )
 
 
 def blueprint(app_base: str) -> Blueprint:

@@ -73,6 +73,7 @@ class EpicsBackend:
         self.span = (config.epics_connect_timeout_ms + config.epics_read_timeout_ms) / 1000
         self._probe = SingleFlight()
         self._probed: tuple[float, list[dict[str, Any]]] = (0.0, [])
+        self.failures = 0  # reads that ended in an error, for the metrics
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -109,6 +110,40 @@ class EpicsBackend:
         pool, self.pool = self.pool, None
         if pool is not None:
             await pool.close()
+
+    @property
+    def configured(self) -> bool:
+        return self.config.epics_configured
+
+    @property
+    def running(self) -> bool:
+        return self.pool is not None and self.pool.context is not None
+
+    def release_channels(self) -> None:
+        """Give back every channel not in use (``/sys/clean/pvs``); the next read connects anew."""
+        if self.pool is not None:
+            self.pool.reap(now=float("inf"))
+
+    def figures(self, full: bool) -> dict[str, Any] | None:
+        """Counters for the metrics; ``full`` adds channel states (a walk over all channels)."""
+        if self.pool is None:
+            return None
+        stats = self.pool.stats
+        found: dict[str, Any] = {
+            "cache": stats.cache + stats.shared,
+            "upstream": stats.upstream,
+            "failures": self.failures,
+            "channels": len(self.pool.channels),
+        }
+        if full:
+            counts = self.pool.counts()
+            found["states"] = {k: v for k, v in counts["channels"].items() if k != "total"}
+            found["subscriptions"] = counts["subscriptions"]
+        return found
+
+    def _failure(self, exc: ChannelError, name: str) -> ApiError:
+        self.failures += 1
+        return api_error(exc, name)
 
     # -- checks ----------------------------------------------------------------------------------
 
@@ -233,7 +268,7 @@ class EpicsBackend:
             outcome = (await self._read([channel], options, encoding, started,
                                         started + self.span))[channel]
             if isinstance(outcome, ChannelError):
-                raise api_error(outcome, name)
+                raise self._failure(outcome, name)
             body = outcome
         return body
 
@@ -243,7 +278,7 @@ class EpicsBackend:
             channel
         ]
         if isinstance(outcome, ChannelError):
-            raise api_error(outcome, channel.name)
+            raise self._failure(outcome, channel.name)
         return outcome.metadata
 
     async def info(self, name: str) -> dict[str, Any]:
@@ -309,7 +344,7 @@ class EpicsBackend:
     def _item(self, channel: Channel, outcome: Any) -> dict[str, Any]:
         if isinstance(outcome, dict):
             return outcome
-        error = api_error(outcome, channel.name)
+        error = self._failure(outcome, channel.name)
         return failure_body(error.entries, name=channel.name, connected=channel.connected)
 
     # -- health ----------------------------------------------------------------------------------

@@ -58,8 +58,11 @@ class _DeviceLimiter:
 
 
 class TangoBackend:
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, on_call: Callable[[str, bool], None] | None = None
+    ) -> None:
         self.config = config
+        self.on_call = on_call  # told of every Tango call and whether it failed (metrics)
         self.allowed_hosts = config.allowed_tango_hosts
         self.devices: AsyncLRUCache[tango.DeviceProxy] = AsyncLRUCache(
             "devices", config.device_cache_size
@@ -84,9 +87,10 @@ class TangoBackend:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
-    def clear_caches(self) -> None:
+    def clear_devices(self) -> None:
+        """Forget every device and database proxy; the next request builds them anew."""
         self.devices.clear()
-        self.attributes.clear()
+        self.databases.clear()
 
     # -- hosts -----------------------------------------------------------------------------------
 
@@ -118,9 +122,16 @@ class TangoBackend:
         loop = asyncio.get_running_loop()
         call = functools.partial(fn, *args)
         try:
-            return await self._limiter.run(key, lambda: loop.run_in_executor(self._executor, call))
+            result = await self._limiter.run(
+                key, lambda: loop.run_in_executor(self._executor, call)
+            )
         except tango.DevFailed as exc:
+            if self.on_call is not None:
+                self.on_call("tango", False)
             raise from_devfailed(exc) from None
+        if self.on_call is not None:
+            self.on_call("tango", True)
+        return result
 
     async def database(self, host: str) -> tango.Database:
         def build() -> tango.Database:

@@ -1,0 +1,108 @@
+"""``{app_base}/sys``: what the bridge is doing, for the people who run it.
+
+Every figure is for the whole server: the answering worker reads all workers' metrics (see
+``mtango.stats``), and ``clean/*`` orders every worker to empty its cache (see ``mtango.worker``)
+and answers once they all have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse
+
+from mtango import __version__, stats
+from mtango.api.common import Route, absolute, make_blueprint, respond
+from mtango.errors import not_found
+
+CLEAN_WAIT_SECONDS = 2.0
+_SECRET = re.compile(r"pass(word)?|secret|token|credential|api_?key|auth", re.IGNORECASE)
+
+
+def redact(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings with the values of anything that looks like a secret replaced by ``"***"``."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out[key] = redact(value)
+        elif _SECRET.search(key) and value not in (None, "", [], ()):
+            out[key] = "***"
+        else:
+            out[key] = value
+    return out
+
+
+def _url(request: Request, *parts: str) -> str:
+    return absolute(request, "/".join([request.app.ctx.config.app_base, "sys", *parts]))
+
+
+def _cache_name(cache: str) -> str:
+    if cache not in stats.CACHES:
+        raise not_found(f"no cache named {cache!r}; caches: {', '.join(stats.CACHES)}",
+                        "UnknownCache")
+    return cache
+
+
+async def root(request: Request) -> HTTPResponse:
+    """Links, in mtango-py's shape (``gc`` and ``active`` lists) plus named ones."""
+    body = {
+        "stats": _url(request, "stats"),
+        "config": _url(request, "config"),
+        "cache": {c: _url(request, "cache", c) for c in stats.CACHES},
+        "clean": {c: _url(request, "clean", c) for c in stats.CACHES},
+        "gc": [_url(request, "clean", c) for c in stats.CACHES],
+        "active": [_url(request, "cache", c) for c in stats.CACHES],
+        "version": f"mtango-bridge {__version__}",
+    }
+    return respond(request, body)
+
+
+async def config(request: Request) -> HTTPResponse:
+    body = redact(request.app.ctx.config.as_dict())
+    body["version"] = __version__
+    return respond(request, body)
+
+
+async def stats_(request: Request) -> HTTPResponse:
+    request.app.ctx.worker.sample(full=True)
+    metrics: stats.Metrics = request.app.ctx.metrics
+    return respond(request, stats.summary(metrics.collect()))
+
+
+async def cache(request: Request, cache: str) -> HTTPResponse:
+    request.app.ctx.worker.sample()
+    metrics: stats.Metrics = request.app.ctx.metrics
+    return respond(request, stats.cache_info(metrics.collect(), _cache_name(cache)))
+
+
+async def clean(request: Request, cache: str) -> HTTPResponse:
+    """Empty ``cache`` in every worker; 204 once each live worker reports it has done so."""
+    cache = _cache_name(cache)
+    worker = request.app.ctx.worker
+    generation = worker.orders.order(cache)
+    worker.carry_out_orders()  # this worker at once; the others within ~0.1 s
+    metrics: stats.Metrics = request.app.ctx.metrics
+    deadline = time.monotonic() + CLEAN_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        done = stats.clean_generations(metrics.collect(), cache)
+        if all(done.get(w, 0) >= generation for w in stats.workers(metrics.collect())):
+            break
+        await asyncio.sleep(0.02)
+    return HTTPResponse(status=204)
+
+
+ROUTES = [
+    Route("", root, "sys_root"),
+    Route("/config", config, "sys_config"),
+    Route("/stats", stats_, "sys_stats"),
+    Route("/cache/<cache>", cache, "sys_cache"),
+    Route("/clean/<cache>", clean, "sys_clean"),
+]
+
+
+def blueprint(app_base: str) -> Blueprint:
+    return make_blueprint("sys", f"{app_base}/sys", ROUTES)

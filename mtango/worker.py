@@ -1,0 +1,146 @@
+"""What one worker process keeps besides its backends: metrics, cache orders and upkeep.
+
+``/sys/clean/devices`` is answered by one worker but must empty the caches of all of them. The
+answering worker bumps a generation number in a small file of the server's run directory (one
+file per cache, updated under an exclusive lock); every worker's upkeep task checks those numbers
+ten times a second and empties its cache when one has moved, then reports the generation it has
+carried out (``mtango_clean_generation``) so the answering worker can wait until all have.
+
+The same task copies figures that are cheaper to sample than to count (EPICS channel states,
+reads served from monitors, process resources) into the shared metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mtango.stats import CACHES, Metrics
+
+log = logging.getLogger("mtango")
+ORDERS_INTERVAL = 0.1  # seconds between looks at the order files
+SAMPLE_INTERVAL = 1.0  # seconds between samples of channel states and process figures
+
+
+def run_dir() -> Path:
+    """The server's shared run directory (``MTANGO_RUN_DIR``, set by main.py), or a new one."""
+    configured = os.environ.get("MTANGO_RUN_DIR")
+    if configured:
+        path = Path(configured)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return Path(tempfile.mkdtemp(prefix="mtango-run-"))
+
+
+class CleanOrders:
+    """Generation numbers of "empty this cache" orders, in files every worker can read."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _path(self, cache: str) -> Path:
+        return self.directory / f"clean-{cache}"
+
+    def generation(self, cache: str) -> int:
+        try:
+            return int(self._path(cache).read_text() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def order(self, cache: str) -> int:
+        """Ask every worker to empty ``cache``; returns the new generation number."""
+        with open(self._path(cache), "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            text = handle.read().strip()
+            generation = (int(text) if text.isdigit() else 0) + 1
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(generation))
+            handle.flush()
+        return generation
+
+
+class Worker:
+    """One worker's metrics, the clear functions of its caches, and its upkeep task."""
+
+    def __init__(self, metrics: Metrics, orders: CleanOrders, tango: Any, epics: Any) -> None:
+        self.metrics = metrics
+        self.orders = orders
+        self.tango = tango
+        self.epics = epics
+        self._clear: dict[str, Callable[[], Any]] = {
+            "devices": tango.clear_devices,
+            "attributes": tango.attributes.clear,
+            "pvs": epics.release_channels,
+        }
+        self._seen = {cache: orders.generation(cache) for cache in CACHES}
+        for cache, generation in self._seen.items():
+            metrics.clean_generation.labels(metrics.worker, cache).set(generation)
+        self._epics_seen = {"cache": 0, "upstream": 0, "failures": 0}
+        self._pvs = metrics.cache_observer("pvs")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.sample(full=True)
+        self._task = asyncio.get_running_loop().create_task(self._upkeep())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self.metrics.close()
+
+    def carry_out_orders(self) -> None:
+        for cache in CACHES:
+            generation = self.orders.generation(cache)
+            if generation != self._seen[cache]:
+                self._clear[cache]()
+                self._seen[cache] = generation
+                self.metrics.clean_generation.labels(self.metrics.worker, cache).set(generation)
+
+    def sample(self, full: bool = False) -> None:
+        """Copy EPICS figures (and, when ``full``, channel states and process figures)."""
+        figures = self.epics.figures(full)
+        if figures is not None:
+            for key in ("cache", "upstream", "failures"):
+                delta, self._epics_seen[key] = figures[key] - self._epics_seen[key], figures[key]
+                if delta <= 0:
+                    continue
+                if key == "cache":
+                    self._pvs.hit(delta)
+                elif key == "upstream":
+                    self._pvs.miss(delta)
+                    self.metrics.upstream("epics", True, delta)
+                else:
+                    self.metrics.upstream("epics", False, delta, calls=False)
+            self._pvs.resized(figures["channels"], 0)
+            if full and "states" in figures:
+                for state, count in figures["states"].items():
+                    self.metrics.channels.labels(self.metrics.worker, state).set(count)
+                self.metrics.subscriptions.labels(self.metrics.worker).set(figures["subscriptions"])
+        if full:
+            self.metrics.sample_process()
+
+    async def _upkeep(self) -> None:
+        next_full = time.monotonic() + SAMPLE_INTERVAL
+        while True:
+            await asyncio.sleep(ORDERS_INTERVAL)
+            try:
+                self.carry_out_orders()
+                full = time.monotonic() >= next_full
+                if full:
+                    next_full = time.monotonic() + SAMPLE_INTERVAL
+                self.sample(full)
+            except Exception:  # the upkeep must outlive any single failure
+                log.exception("worker upkeep failed")
