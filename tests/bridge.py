@@ -25,6 +25,7 @@ from sanic import Sanic
 
 from mtango.app import create_app
 from mtango.config import Config
+from mtango.demo.stack import ManagedProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,15 +115,16 @@ class InProcessBridge:
 class MainProcess:
     """``python main.py ...`` as a child process, stopped with SIGTERM like a container would."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path,
+                 python: str = sys.executable, root: Path = ROOT) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
         with open(log, "wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, str(ROOT / "main.py"), "--host", "127.0.0.1",
+                [python, str(root / "main.py"), "--host", "127.0.0.1",
                  "--port", str(self.port), *args],
-                env=env, cwd=str(ROOT), stdout=out, stderr=subprocess.STDOUT,
+                env=env, cwd=str(root), stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
 
@@ -144,13 +146,7 @@ class MainProcess:
         return http("GET", self.base + path, **kwargs)
 
     def stop(self, timeout: float = 20.0) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        ManagedProcess("main.py", self.process, self.log).stop(timeout)
         return self.process.returncode
 
 
