@@ -185,6 +185,11 @@ def print_urls(config: Config, demo: bool, demo_ioc: bool = False) -> None:
             f"  A value:        {device}/attributes/double_scalar/value",
         ]
     lines += epics_urls(config, demo_ioc)
+    root = f"http://{shown}:{config.port}"
+    lines += [
+        f"  Swagger UI:     {root}/swagger/",
+        f"  Statistics:     {base}/sys/stats   (metrics: {root}/metrics)",
+    ]
     print("\n".join(lines), flush=True)
 
 
