@@ -1,10 +1,11 @@
 """Contract fuzzing: schemathesis against running bridges, for every GET operation described.
 
-For every GET operation of swagger/main.yaml, rc3.yaml and epics.yaml (the files the bridge serves;
-test_openapi.py checks it serves them as written) schemathesis generates requests, valid and
-invalid ones, sends them to an in-process bridge and checks the answers: no 5xx, the status is
-documented, the body matches the documented schema, valid requests are accepted and invalid ones
-refused, and every error answers the FAILURE body (``every_error_is_a_failure_body``).
+For every GET operation of every file in swagger/ (main.yaml, rc3.yaml, sys.yaml, ops.yaml and
+epics.yaml: the files the bridge serves; test_openapi.py checks it serves them as written)
+schemathesis generates requests, valid and invalid ones, sends them to an in-process bridge and
+checks the answers: no 5xx, the status is documented, the body matches the documented schema,
+valid requests are accepted and invalid ones refused, and every error answers the FAILURE body
+(``every_error_is_a_failure_body``).
 
 Random names rarely reach anything real (every request would be a 403, an unknown device or a
 refused PV), so a share of the requests is aimed at the demo Tango database, its devices,
@@ -74,6 +75,9 @@ def _load(name: str, **extra: Any) -> Any:
 
 main = _load("main")
 rc3 = _load("rc3")
+# /sys/clean/{cache} only empties caches (rebuilt on demand): harmless to fuzz alongside the rest.
+sys_ = _load("sys")
+ops = _load("ops")
 # EPICS answers 502/503/504 by design when an IOC errs, goes away or never answers (a gateway's
 # statuses, documented per operation); 500 and every other 5xx are still bugs.
 epics = _load("epics", checks={
@@ -82,7 +86,7 @@ epics = _load("epics", checks={
 
 
 def _base_url(bridge: Any, schema: Any) -> str:
-    return bridge.base + schema.raw_schema["servers"][0]["url"]
+    return bridge.base + schema.raw_schema["servers"][0]["url"].rstrip("/")
 
 
 @pytest.fixture(scope="module")
@@ -321,6 +325,18 @@ FUZZ_SETTINGS = settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, dat
 @FUZZ_SETTINGS
 def test_main_operations_keep_their_contract(case, bridge):
     case.call_and_validate(base_url=_base_url(bridge, main), timeout=30, **CHECKS)
+
+
+@sys_.parametrize()
+@FUZZ_SETTINGS
+def test_sys_operations_keep_their_contract(case, bridge):
+    case.call_and_validate(base_url=_base_url(bridge, sys_), timeout=30, **CHECKS)
+
+
+@ops.parametrize()
+@FUZZ_SETTINGS
+def test_ops_operations_keep_their_contract(case, bridge):
+    case.call_and_validate(base_url=_base_url(bridge, ops), timeout=30, **CHECKS)
 
 
 @rc3.parametrize()

@@ -118,3 +118,17 @@ def test_other_descriptions_render_from_the_dropdown(page, bridge):
         )
         errors = page.evaluate("document.querySelectorAll('.errors-wrapper').length")
         assert errors == 0, path.name
+
+
+@pytest.mark.parametrize("name, op, path, expected", [
+    ("sys", "#operations-sys-sys_cache", "/tango/rest/sys/cache/attributes", '"maxsize"'),
+    ("ops", "#operations-health-health_live", "/health/live", '"status": "live"'),
+])
+def test_try_it_out_reaches_sys_and_the_root_level_routes(page, bridge, name, op, path, expected):
+    """sys.yaml's server follows app_base; ops.yaml's is the server root ("/"), not "//"."""
+    page.navigate(f"{bridge.base}/swagger/?urls.primaryName={name}")
+    page.wait_for(f"!!document.querySelector('{op}')")
+    status, url, body = try_it_out(page, op)
+    assert status == "200"
+    assert url == f"{bridge.base}{path}"
+    assert expected in body
