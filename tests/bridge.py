@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,22 @@ def http(method: str, url: str, headers: dict[str, str] | None = None,
                          response.read())
     except urllib.error.HTTPError as error:
         return Reply(error.code, {k.lower(): v for k, v in error.headers.items()}, error.read())
+
+
+def poll(what: str, probe: Callable[[], Any], timeout: float = 30.0,
+         interval: float = 0.1) -> Any:
+    """Ask until ``probe`` returns a true value and return it; fail with ``what`` when time is up.
+
+    Tests wait on conditions, never for fixed times: this is the one loop they all use.
+    """
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what}: still {last!r} after {timeout} s")
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -18,7 +18,7 @@ import pytest
 
 from mtango.config import Config, normalize_tango_host
 from mtango.demo import DEMO_DEVICE
-from tests.bridge import InProcessBridge, Reply
+from tests.bridge import InProcessBridge, Reply, poll
 from tests.conftest import SLOW_DEVICE
 
 # A server of this module only: an overloaded slow device keeps its server busy long after the
@@ -45,12 +45,6 @@ def timed_get(bridge: InProcessBridge, path: str) -> Timed:
     return Timed(reply, started, time.monotonic())
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def host_key(control_system) -> str:
@@ -96,7 +90,7 @@ def test_slow_device_does_not_block_others(bridge, control_system, host_path):
 
     with ThreadPoolExecutor(1) as pool:
         slow = pool.submit(timed_get, bridge, slow_path)
-        wait_until(lambda: bridge.tango.reads.running(key) or slow.done(), 10, "the slow read")
+        poll("the slow read", lambda: bridge.tango.reads.running(key) or slow.done(), 10, 0.005)
         fast = fast_reads_during(bridge, [slow], fast_path)
         slow_result = slow.result(60)
 
@@ -139,11 +133,12 @@ def test_overloaded_device_does_not_starve_the_pool(control_system, crowd, host_
         assert bridge.get(f"{host_path}/devices/{crowd}/state").json()["state"] == "ON"
         with ThreadPoolExecutor(len(slow_paths)) as pool:
             slow = [pool.submit(timed_get, bridge, p) for p in slow_paths]
-            wait_until(
+            poll(
+                "all slow reads in flight",
                 lambda: all(bridge.tango.reads.running(k) for k in keys) or any(
                     f.done() for f in slow),
                 10,
-                "all slow reads in flight",
+                0.005,
             )
             fast = fast_reads_during(bridge, slow, fast_path)
             slow_results = [f.result(60) for f in slow]
@@ -169,7 +164,7 @@ def test_identical_concurrent_reads_share_one_call(bridge, control_system, host_
 
     with ThreadPoolExecutor(count) as pool:
         futures = [pool.submit(read, i) for i in range(count)]
-        wait_until(lambda: reads.running(key) or any(f.done() for f in futures), 10, "the read")
+        poll("the read", lambda: reads.running(key) or any(f.done() for f in futures), 10, 0.005)
         replies = [f.result(60) for f in futures]
 
     assert [r.status for r in replies] == [200] * count

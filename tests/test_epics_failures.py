@@ -4,31 +4,19 @@ back, health, the allow/deny rules, bad input, oversized arrays, no EPICS config
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from mtango.config import Config
-from tests.bridge import InProcessBridge, Reply
+from tests.bridge import InProcessBridge, Reply, poll
 from tests.conftest import EPICS_TIMEOUT_MS
 
 V1 = "/epics/rest/v1"
 PATIENT_MS = 3000  # long enough for another request to be served meanwhile, on any machine
 
 
-def poll(what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Ask until ``probe`` returns a true value; fail with ``what`` when the time is up."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: still {last!r} after {timeout} s")
 
 
 def reason(reply: Reply) -> str:

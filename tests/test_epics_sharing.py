@@ -5,28 +5,17 @@ shared, idle channels released and reopened. Checked through the health counters
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from mtango.config import Config
-from tests.bridge import InProcessBridge
+from tests.bridge import InProcessBridge, poll
 from tests.conftest import EPICS_TIMEOUT_MS
 
 V1 = "/epics/rest/v1"
 
 
-def poll(what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: still {last!r} after {timeout} s")
 
 
 def make_bridge(*iocs, **settings) -> InProcessBridge:

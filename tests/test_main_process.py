@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from mtango.demo import DEMO_DEVICE
-from tests.bridge import ROOT, MainProcess, child_env, free_port
+from tests.bridge import ROOT, MainProcess, child_env, free_port, poll
 
 OPTIONS = (
     "--host", "--port", "--workers", "--config", "--tango-host", "--tango-hosts", "--app-base",
@@ -29,14 +29,6 @@ def stop_cleanly(process: MainProcess, timeout: float = 20.0) -> None:
     assert code == 0, f"main.py exited with {code}:\n{process.log.read_text(errors='replace')}"
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def descendants(pid: int) -> dict[int, str]:
@@ -112,7 +104,7 @@ def test_two_workers(tmp_path, control_system, proxy):
         }
         assert hosts.headers.get("x-mtango", "").startswith("mtango-bridge")
         # Both workers came up (each logs its own "Worker ready").
-        wait_for(lambda: main.log.read_text().count("Worker ready") >= 2, 60, "two workers")
+        poll("two workers", lambda: main.log.read_text().count("Worker ready") >= 2, 60)
 
         device = (f"/tango/rest/rc3/hosts/{control_system.db_host}/{control_system.db_port}"
                   f"/devices/{DEMO_DEVICE}")
