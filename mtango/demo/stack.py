@@ -178,18 +178,7 @@ class ControlSystem:
         return clean_env(TANGO_HOST=self.tango_host, PYTHONPATH=os.pathsep.join(paths))
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> ManagedProcess:
-        log = self.workdir / f"{name}.log"
-        with open(log, "ab") as out:
-            process = subprocess.Popen(
-                args,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=str(_project_root()),
-                start_new_session=True,  # Ctrl-C in a terminal reaches us, we stop the children
-            )
-        managed = ManagedProcess(name, process, log)
+        managed = spawn(name, args, env, self.workdir)
         self.processes.append(managed)
         return managed
 
@@ -208,22 +197,18 @@ def start_database(workdir: Path | None = None, timeout: float = 30.0) -> Contro
     import tango
 
     workdir = workdir or Path(tempfile.mkdtemp(prefix="mtango-stack-"))
-    log = workdir / "databaseds.log"
     executable = Path(sys.executable).with_name("PyDatabaseds")
     command = [str(executable)] if executable.exists() else ["PyDatabaseds"]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [*command, "--port", "0", "--host", LOOPBACK, "--print-host-port", "2"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=clean_env(PYTANGO_DATABASE_NAME=":memory:"),
-            start_new_session=True,
-        )
-    managed = ManagedProcess("databaseds", process, log)
+    managed = spawn(
+        "databaseds",
+        [*command, "--port", "0", "--host", LOOPBACK, "--print-host-port", "2"],
+        clean_env(PYTANGO_DATABASE_NAME=":memory:"),
+        workdir,
+    )
+    process = managed.process
 
     def port_from_log() -> int | None:
-        match = _DB_PORT_LINE.search(log.read_bytes())
+        match = _DB_PORT_LINE.search(managed.log.read_bytes())
         return int(match.group(1)) if match else None
 
     try:
@@ -259,7 +244,11 @@ def free_port(host: str = LOOPBACK, udp: bool = False, attempts: int = 50) -> in
 
 
 def spawn(name: str, args: list[str], env: dict[str, str], workdir: Path) -> ManagedProcess:
-    """Start a child process in its own session, output to ``workdir/<name>.log``."""
+    """Start a child process in its own session, output to ``workdir/<name>.log``.
+
+    Its own session: a Ctrl-C in the terminal reaches only the bridge, which stops its children
+    in order (device servers before the database).
+    """
     log = workdir / f"{name}.log"
     with open(log, "ab") as out:
         process = subprocess.Popen(
