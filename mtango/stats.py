@@ -58,7 +58,7 @@ class Metrics:
                                                                "status"], registry=reg)
         self.latency = Histogram(
             "mtango_http_request_duration_seconds", "Time to answer HTTP requests",
-            ["worker", "endpoint"], buckets=LATENCY_BUCKETS, registry=reg)
+            ["worker", "endpoint", "status"], buckets=LATENCY_BUCKETS, registry=reg)
         self.cache_hits = Counter(
             "mtango_cache_hits", "Cache hits", ["worker", "cache"], registry=reg)
         self.cache_misses = Counter(
@@ -102,7 +102,7 @@ class Metrics:
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(self.worker, endpoint, method, str(status)).inc()
-        self.latency.labels(self.worker, endpoint).observe(seconds)
+        self.latency.labels(self.worker, endpoint, str(status)).observe(seconds)
 
     def cache_observer(self, cache: str) -> CacheObserver:
         return CacheObserver(self, cache)

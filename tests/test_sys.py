@@ -185,3 +185,14 @@ def test_config_file_values_show_in_sys_config(control_system, tmp_path) -> None
         assert body["workers"] == 1
     finally:
         assert process.stop() == 0
+
+
+def test_percentiles_interpolate_within_histogram_buckets() -> None:
+    from mtango.stats import percentile
+
+    buckets = [(0.001, 0.0), (0.01, 50.0), (0.1, 100.0), (float("inf"), 100.0)]
+    assert percentile(buckets, 0.5) == pytest.approx(0.01)
+    assert percentile(buckets, 0.75) == pytest.approx(0.055)
+    assert percentile([(0.1, 0.0), (float("inf"), 0.0)], 0.5) is None
+    # Everything past the last finite bound: the bound is the best estimate there is.
+    assert percentile([(0.1, 0.0), (float("inf"), 10.0)], 0.9) == pytest.approx(0.1)
