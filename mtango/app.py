@@ -8,6 +8,7 @@ omniORB state must not cross a fork, and every worker needs its own event loop b
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import re
@@ -82,6 +83,10 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
         app.ctx.metrics, app.ctx.tango, app.ctx.epics = metrics, tango, epics
         app.ctx.worker = Worker(metrics, CleanOrders(run_dir()), tango, epics)
         app.ctx.worker.start()
+        # Everything alive now (modules, routes, backends) lives as long as the worker: out of the
+        # cycle collector's sight. Its full collections then cost a few ms instead of about 50
+        # (measured: a cold 1000-PV EPICS read, which creates ~100k objects, triggered one).
+        gc.freeze()
 
     @app.after_server_stop
     async def stop_backends(app: Sanic) -> None:

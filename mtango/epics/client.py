@@ -31,6 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -152,6 +153,27 @@ class _WakingEvent(threading.Event):
         return super().wait(timeout)
 
 
+class _InlineExecutor:
+    """Runs a circuit's callbacks at once, on the thread that received the message.
+
+    caproto hands every callback (connection, read answer, monitor update) to a per-circuit
+    ``ThreadPoolExecutor``: a Future, a Condition and a thread switch each, about as much CPU
+    as the bridge's whole handling of the answer. The bridge's callbacks only queue a job for the
+    event loop (``ChannelPool.post``), never block, so they can run where the message is read;
+    the order stays that of the messages. An exception is logged, never raised into caproto's
+    selector thread (which would end it).
+    """
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception:
+            log.exception("EPICS callback %r failed", fn)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        pass
+
+
 def _wake_selector_for_new_circuits(context: Context) -> None:
     """Let caproto's selector thread see a new circuit's socket without its 0.1 s nap.
 
@@ -171,6 +193,10 @@ def _wake_selector_for_new_circuits(context: Context) -> None:
         ready = getattr(target, "_ready", None)
         if type(ready) is threading.Event and not ready.is_set():
             target._ready = _WakingEvent(selector)
+        executor = getattr(target, "user_callback_executor", None)
+        if isinstance(executor, ThreadPoolExecutor):
+            target.user_callback_executor = _InlineExecutor()
+            executor.shutdown(wait=False)  # never used: its thread starts on the first submit
         add_socket(sock, target)
 
     selector.add_socket = add_and_wake
