@@ -59,6 +59,10 @@ epics_ca_max_array_bytes = 16384
 # How long a request waits for a PV to connect, and for an IOC to answer a read (milliseconds).
 epics_connect_timeout_ms = 2000
 epics_read_timeout_ms = 2000
+# First retry of an unanswered search (milliseconds; later ones back off, doubling up to 5 s).
+# caproto's default, 30 ms, re-sent a third of a 1000-PV search while the worker was still busy
+# reading the first answers (caproto's CAPROTO_CLIENT_MIN_RETRY_SEARCHES_INTERVAL_SEC).
+epics_search_retry_ms = 250
 # A monitored value younger than this is served without asking the IOC (?max_age=, ?fresh=1).
 # A monitor pushes every change beyond its deadband, so its value stays current while the circuit
 # lives (CA checks that every EPICS_CA_CONN_TMO, 30 s); the re-read after max_age also catches

@@ -34,6 +34,7 @@ from mtango.tango.backend import TangoBackend
 from mtango.worker import CleanOrders, Worker, run_dir
 
 log = logging.getLogger("mtango")
+_GC_YOUNG_THRESHOLD = 50_000
 SERVER_HEADER = f"mtango-bridge {__version__}"
 _app_numbers = count()
 
@@ -87,6 +88,11 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
         # cycle collector's sight. Its full collections then cost a few ms instead of about 50
         # (measured: a cold 1000-PV EPICS read, which creates ~100k objects, triggered one).
         gc.freeze()
+        # Young collections after every 700 new containers (CPython's default) ran ~150 times
+        # in that read and took a third of it (measured: 540 -> 370 ms of CPU). Almost all of a
+        # request's objects are freed by reference counting; the collector only has to find
+        # cycles, and 50,000 containers of them at most is a few MB.
+        gc.set_threshold(_GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
     @app.after_server_stop
     async def stop_backends(app: Sanic) -> None:

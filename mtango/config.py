@@ -53,6 +53,7 @@ class Config:
     epics_ca_max_array_bytes: int = _defaults.epics_ca_max_array_bytes
     epics_connect_timeout_ms: int = _defaults.epics_connect_timeout_ms
     epics_read_timeout_ms: int = _defaults.epics_read_timeout_ms
+    epics_search_retry_ms: int = _defaults.epics_search_retry_ms
     epics_max_age_ms: int = _defaults.epics_max_age_ms
     epics_idle_timeout: float = _defaults.epics_idle_timeout
     epics_dead_timeout: float = _defaults.epics_dead_timeout
@@ -238,7 +239,12 @@ def validate(config: Config) -> Config:
 
 def _epics_problems(config: Config) -> list[str]:
     problems = []
-    for name in ("epics_connect_timeout_ms", "epics_read_timeout_ms", "epics_batch_max"):
+    for name in (
+        "epics_connect_timeout_ms",
+        "epics_read_timeout_ms",
+        "epics_search_retry_ms",
+        "epics_batch_max",
+    ):
         if getattr(config, name) < 1:
             problems.append(f"{name} must be at least 1")
     if config.epics_ca_max_array_bytes < 40:

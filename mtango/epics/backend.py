@@ -100,6 +100,7 @@ class EpicsBackend:
             max_array_bytes=self.config.epics_ca_max_array_bytes,
             connect_timeout=self.config.epics_connect_timeout_ms / 1000,
             read_timeout=self.config.epics_read_timeout_ms / 1000,
+            search_retry=self.config.epics_search_retry_ms / 1000,
             idle_timeout=self.config.epics_idle_timeout,
             dead_timeout=self.config.epics_dead_timeout,
             metadata_ttl=self.config.epics_metadata_ttl,
