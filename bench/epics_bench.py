@@ -5,9 +5,10 @@ Everything is measured in this one run, on this machine, against baselines measu
 
 1. A softioc IOC (EPICS base records) with 1000 ai records starts on a free loopback port.
 2. The bridge runs as ``main.py --workers 1`` in its own process, configured with that address.
-3. A read of all 1000 PVs in one ``POST /epics/rest/v1/pvs/value``: cold (a fresh worker: search,
-   connect, read) and warm (channels and monitors up), next to pyepics ``caget_many`` of the same
-   PVs, cold (a fresh libca context) and warm (its second call).
+3. A read of all 1000 PVs in one ``POST /epics/rest/v1/pvs/value``: cold (the first request of a
+   freshly started bridge: search, connect, read; ``--cold-runs`` times, each with a new bridge)
+   and warm (channels and monitors up), next to pyepics ``caget_many`` of the same PVs, cold (in
+   a fresh process each time) and warm (its second call).
 4. Reads per second of one monitored PV next to the bridge's trivial JSON endpoint
    (``GET /epics/rest/v1``), same load generator, same connections, same duration.
 
@@ -72,10 +73,17 @@ def get_json(conn: http.client.HTTPConnection, path: str) -> dict:
     return json.loads(conn.getresponse().read())
 
 
-def bridge_batch(port: int, names: list[str], repeats: int) -> tuple[float, float]:
+def bridge_cold(port: int, names: list[str]) -> float:
+    """The first request of a fresh worker: search, circuit, channels, reads."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     cold, items = post_names(conn, names)
     assert sum("value" in i for i in items) == len(names), "cold read incomplete"
+    conn.close()
+    return cold
+
+
+def bridge_warm(port: int, names: list[str], repeats: int) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     deadline = time.monotonic() + 30
     while get_json(conn, f"{V1}/health")["channels"]["monitored"] < len(names):
         if time.monotonic() > deadline:
@@ -87,23 +95,42 @@ def bridge_batch(port: int, names: list[str], repeats: int) -> tuple[float, floa
         assert sum("value" in i for i in items) == len(names), "warm read incomplete"
         warm.append(elapsed)
     conn.close()
-    return cold, statistics.median(warm)
+    return statistics.median(warm)
 
 
-def pyepics_batch(address: str, names: list[str], repeats: int) -> tuple[float, float]:
+_PYEPICS_COLD = """
+import json, sys, time, epics
+names = json.load(sys.stdin)
+start = time.perf_counter()
+values = epics.caget_many(names, timeout=5, connection_timeout=5)
+elapsed = time.perf_counter() - start
+assert all(v is not None for v in values), "pyepics cold read incomplete"
+print(elapsed)
+"""
+
+
+def pyepics_cold(address: str, names: list[str]) -> float:
+    """``caget_many`` in a fresh process: a fresh libca context, as the bridge's fresh worker."""
+    env = dict(clean_env(), EPICS_CA_ADDR_LIST=address, EPICS_CA_AUTO_ADDR_LIST="NO")
+    done = subprocess.run(
+        [sys.executable, "-c", _PYEPICS_COLD], input=json.dumps(names), env=env,
+        capture_output=True, text=True, timeout=60, check=True,
+    )
+    return float(done.stdout.split()[-1])
+
+
+def pyepics_warm(address: str, names: list[str], repeats: int) -> float:
     os.environ.update(EPICS_CA_ADDR_LIST=address, EPICS_CA_AUTO_ADDR_LIST="NO")
     import epics
 
-    start = time.perf_counter()
     values = epics.caget_many(names, timeout=5, connection_timeout=5)
-    cold = time.perf_counter() - start
-    assert all(v is not None for v in values), "pyepics cold read incomplete"
+    assert all(v is not None for v in values), "pyepics read incomplete"
     warm = []
     for _ in range(repeats):
         start = time.perf_counter()
         values = epics.caget_many(names, timeout=5, connection_timeout=5)
         warm.append(time.perf_counter() - start)
-    return cold, statistics.median(warm)
+    return statistics.median(warm)
 
 
 async def _client(port: int, request: bytes, stop_at: float, counts: list[int]) -> None:
@@ -144,31 +171,47 @@ def rate(port: int, path: str, connections: int, seconds: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pvs", type=int, default=1000)
+    parser.add_argument("--cold-runs", type=int, default=3,
+                        help="cold batch reads, each by a freshly started bridge (and pyepics)")
     parser.add_argument("--repeats", type=int, default=5, help="warm batch reads (median)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="mtango-bench-"))
     ioc = start_ioc("softioc", prefix="bench:", bulk=args.pvs, workdir=workdir)
-    bridge, port = start_bridge(ioc.address, workdir)
+    names = ioc.bulk_names()
+    cold, py_cold = [], []
+    bridge = None
     try:
-        names = ioc.bulk_names()
-        cold, warm = bridge_batch(port, names, args.repeats)
+        for _ in range(args.cold_runs):
+            if bridge is not None:
+                bridge.terminate()
+                bridge.wait(20)
+            bridge, port = start_bridge(ioc.address, workdir)
+            cold.append(bridge_cold(port, names))
+            py_cold.append(pyepics_cold(ioc.address, names))
+        warm = bridge_warm(port, names, args.repeats)
         trivial = rate(port, V1, args.connections, args.seconds)
         monitored = rate(port, f"{V1}/pvs/{names[0]}/value", args.connections, args.seconds)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         reads = get_json(conn, f"{V1}/health")["reads"]
-        py_cold, py_warm = pyepics_batch(ioc.address, names, args.repeats)
+        py_warm = pyepics_warm(ioc.address, names, args.repeats)
     finally:
-        bridge.terminate()
-        bridge.wait(20)
+        if bridge is not None:
+            bridge.terminate()
+            bridge.wait(20)
         ioc.stop()
     share = monitored / trivial
     print(f"EPICS benchmark: softioc IOC with {args.pvs} ai records, bridge with 1 worker; "
           f"{os.cpu_count()} cores shared by IOC, bridge and load generator")
     print(f"batch read of {args.pvs} PVs       bridge    pyepics caget_many   target")
-    print(f"  cold (connect + read)    {cold * 1000:7.0f} ms  {py_cold * 1000:9.0f} ms"
-          f"          < 400 ms  {'ok' if cold < 0.4 else 'MISSED'}")
+    worst = max(cold)
+    print(f"  cold, median of {len(cold)}      {statistics.median(cold) * 1000:7.0f} ms"
+          f"  {statistics.median(py_cold) * 1000:9.0f} ms")
+    print(f"  cold, slowest            {worst * 1000:7.0f} ms  {max(py_cold) * 1000:9.0f} ms"
+          f"          < 400 ms  {'ok' if worst < 0.4 else 'MISSED'}")
+    print("    each run (bridge/pyepics, ms): "
+          + ", ".join(f"{b * 1000:.0f}/{p * 1000:.0f}" for b, p in zip(cold, py_cold, strict=True)))
     print(f"  warm (median of {args.repeats})       {warm * 1000:7.1f} ms  {py_warm * 1000:9.1f} ms"
           f"          <  40 ms  {'ok' if warm < 0.04 else 'MISSED'}")
     print(f"reads/s, {args.connections} keep-alive connections, {args.seconds:.0f} s each")

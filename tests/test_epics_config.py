@@ -3,6 +3,8 @@ conversion helpers."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from caproto import AccessRights
 
@@ -61,6 +63,7 @@ def test_layers_for_epics_settings(tmp_path):
         {"EPICS_CA_SERVER_PORT": "70000"},
         {"EPICS_CA_MAX_ARRAY_BYTES": "10"},
         {"MTANGO_EPICS_CONNECT_TIMEOUT_MS": "0"},
+        {"MTANGO_EPICS_SEARCH_RETRY_MS": "0"},
         {"MTANGO_EPICS_IDLE_TIMEOUT": "-1"},
         {"MTANGO_EPICS_DENY": "a("},
         {"EPICS_CA_AUTO_ADDR_LIST": "maybe"},
@@ -69,6 +72,30 @@ def test_layers_for_epics_settings(tmp_path):
 def test_bad_epics_settings_stop_the_program(env):
     with pytest.raises(ConfigError):
         load_config(env=env)
+
+
+def test_the_search_retry_setting_reaches_caproto():
+    """caproto takes its first search retry interval from a module constant: the worker's
+    client sets it from ``epics_search_retry_ms`` (caproto's own default is 30 ms)."""
+    import caproto.client.common as ca_common
+
+    from mtango.epics.backend import EpicsBackend
+
+    async def started_with(ms: int) -> float:
+        config = Config(epics_ca_addr_list=("127.0.0.1:1",), epics_search_retry_ms=ms)
+        backend = EpicsBackend(config)
+        backend.start()
+        try:
+            return ca_common.MIN_RETRY_SEARCHES_INTERVAL
+        finally:
+            await backend.close()
+
+    saved = ca_common.MIN_RETRY_SEARCHES_INTERVAL
+    try:
+        assert asyncio.run(started_with(400)) == 0.4
+        assert asyncio.run(started_with(load_config(env={}).epics_search_retry_ms)) == 0.25
+    finally:
+        ca_common.MIN_RETRY_SEARCHES_INTERVAL = saved
 
 
 @pytest.mark.parametrize(

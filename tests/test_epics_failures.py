@@ -3,6 +3,7 @@ back, health, the allow/deny rules, bad input, oversized arrays, no EPICS config
 
 from __future__ import annotations
 
+import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -65,6 +66,29 @@ def test_a_stopped_ioc_is_disconnected_then_recovers(epics_bridge, restart_ioc):
                  == 200 and r)
     assert reply.json()["value"] == 1.234
     assert poll("health 200", lambda: epics_bridge.get(f"{V1}/health").status == 200)
+
+
+def test_an_ioc_that_stops_answering_is_a_read_timeout(epics_bridge, restart_ioc):
+    """A connected IOC that no longer answers (here: its process paused, its sockets open) gives
+    504 EPICS_READ_TIMEOUT; the unanswered read is then dropped, so the next request asks the
+    IOC again instead of joining it, and reads succeed once the IOC answers again."""
+    pv = f"{V1}/pvs/{restart_ioc.pv('double')}/value?fresh=1"
+    assert epics_bridge.get(pv).status == 200
+    process = restart_ioc.managed.process
+    process.send_signal(signal.SIGSTOP)
+    try:
+        before = epics_bridge.get(f"{V1}/health").json()["reads"]
+        for _ in range(2):
+            reply = epics_bridge.get(pv)
+            assert reply.status == 504
+            assert reason(reply) == "EPICS_READ_TIMEOUT"
+            assert f"within {EPICS_TIMEOUT_MS} ms" in reply.json()["errors"][0]["description"]
+        after = epics_bridge.get(f"{V1}/health").json()["reads"]
+        assert after["upstream"] - before["upstream"] == 2
+        assert after["shared"] == before["shared"]
+    finally:
+        process.send_signal(signal.SIGCONT)
+    assert poll("a read after the IOC woke up", lambda: epics_bridge.get(pv).status == 200)
 
 
 @pytest.fixture(scope="module")

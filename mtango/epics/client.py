@@ -945,7 +945,6 @@ class ChannelPool:
             channel.reads[key] = fut
             self.stats.upstream += 1
             self._outbox.setdefault(circuit, []).append((channel, kind, count, fut))
-            self._loop.call_later(self.read_timeout, self._expire_read, channel, key, fut)
         if self._outbox and not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -975,15 +974,20 @@ class ChannelPool:
                     if channel.reads.get((kind, count)) is fut:
                         del channel.reads[(kind, count)]
                     _fail(fut, Disconnected(f"{channel.name}: {exc}"))
+            else:  # one timer for the reads sent together
+                self._loop.call_later(self.read_timeout, self._expire_reads, items)
         if self._outbox:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
-    def _expire_read(self, channel: Channel, key: tuple[str, int | None], fut: asyncio.Future):
-        if not fut.done():
-            if channel.reads.get(key) is fut:
-                del channel.reads[key]
-            _fail(fut, self._read_timeout(channel))
+    def _expire_reads(self, items: list[tuple[Channel, str, int | None, asyncio.Future]]) -> None:
+        """Fail the reads of one flush that the IOC has not answered within ``read_timeout``, so
+        later requests ask again instead of joining them."""
+        for channel, kind, count, fut in items:
+            if not fut.done():
+                if channel.reads.get((kind, count)) is fut:
+                    del channel.reads[(kind, count)]
+                _fail(fut, self._read_timeout(channel))
 
     def _read_answered(
         self, channel: Channel, kind: str, count: int | None, fut: asyncio.Future, response: Any
