@@ -85,6 +85,7 @@ def serve(config: Config) -> None:
     os.environ["MTANGO_RUN_DIR"] = str(run)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run / "metrics")
     os.environ["MTANGO_STARTED_AT"] = repr(time.time())
+    os.environ["MTANGO_MAIN_PID"] = str(os.getpid())
     try:
         _serve(config)
     finally:
@@ -231,3 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+elif __name__ == "__mp_main__" and os.environ.get("MTANGO_MAIN_PID"):
+    # A process Sanic started for this program (a worker, the manager of their shared state):
+    # it stops with the main process, even when that one is killed and cannot stop it.
+    from mtango.lifeline import stop_with_parent
+
+    stop_with_parent(int(os.environ["MTANGO_MAIN_PID"]))

@@ -182,6 +182,50 @@ def test_demo_without_tango_host(tmp_path):
     assert not port_open(db_host, int(db_port)), "the demo Tango database still listens"
 
 
+def test_sigkill_leaves_nothing_behind(tmp_path):
+    """Killed outright (SIGKILL, the OOM killer), main.py cannot stop anything: its workers and the
+    demo's database, device server and IOC stop by themselves (mtango.lifeline), so nothing keeps
+    serving or holding the ports."""
+    main = MainProcess(["--workers", "2"], child_env(), tmp_path / "demo.log")
+    try:
+        (tango_host, _), = main.wait_ready(timeout=90).json().items()
+        db_host, db_port = tango_host.rsplit(":", 1)
+        children = descendants(main.process.pid)
+        # database, device server, IOC, Sanic's two workers and the manager of their state
+        assert len(children) >= 6, {pid: _cmdline(pid) for pid in children}
+    except BaseException:
+        main.stop()
+        raise
+    main.process.kill()
+    main.process.wait()
+    left = wait_for_gone(children)
+    assert not left, f"processes left behind after SIGKILL: {left}"
+    assert not port_open(db_host, int(db_port)), "the demo Tango database still listens"
+    assert not port_open("127.0.0.1", main.port), "a worker still serves HTTP"
+
+
+def test_a_lifeline_child_stops_with_its_parent(tmp_path):
+    """``python -m mtango.lifeline PID -- program``: the program runs under its own name, and
+    gets SIGTERM when the process that started it dies."""
+    parent_code = (
+        "import os, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-m', 'mtango.lifeline', str(os.getpid()),"
+        " '--', 'sleep', '120'])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], cwd=str(ROOT),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        started = descendants(parent.pid)[child]
+        assert poll("the program running", lambda: _cmdline(child).startswith("sleep 120"))
+    finally:
+        parent.kill()
+        parent.wait()
+    assert not wait_for_gone({child: started}), "the child outlived its parent"
+
+
 def wait_for_gone(processes: dict[int, str], timeout: float = 15.0) -> dict[int, str]:
     deadline = time.monotonic() + timeout
     left = dict(processes)

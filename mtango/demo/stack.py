@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class ManagedProcess:
     name: str
     process: subprocess.Popen
     log: Path
+    args: list[str] = field(default_factory=list)  # the program, as asked for (to start it again)
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.process.poll() is None:
@@ -168,7 +170,7 @@ class ControlSystem:
     def restart_server(self, server: str, timeout: float = 30.0) -> None:
         ds = self.servers[server]
         ds.managed.stop()
-        ds.managed = self._spawn(ds.managed.name, ds.managed.process.args, ds.env)
+        ds.managed = self._spawn(ds.managed.name, ds.managed.args, ds.env)
         self.wait_for_devices(ds, timeout)
 
     def _server_env(self, python_path: Iterable[str]) -> dict[str, str]:
@@ -247,12 +249,17 @@ def spawn(name: str, args: list[str], env: dict[str, str], workdir: Path) -> Man
     """Start a child process in its own session, output to ``workdir/<name>.log``.
 
     Its own session: a Ctrl-C in the terminal reaches only the bridge, which stops its children
-    in order (device servers before the database).
+    in order (device servers before the database). Started from the main thread, it also gets a
+    lifeline (``mtango.lifeline``): should this process be killed without the chance to stop it,
+    the child gets SIGTERM from the kernel.
     """
     log = workdir / f"{name}.log"
+    command = list(args)
+    if threading.current_thread() is threading.main_thread():
+        command = [sys.executable, "-m", "mtango.lifeline", str(os.getpid()), "--", *command]
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            args,
+            command,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -260,4 +267,4 @@ def spawn(name: str, args: list[str], env: dict[str, str], workdir: Path) -> Man
             cwd=str(_project_root()),
             start_new_session=True,
         )
-    return ManagedProcess(name, process, log)
+    return ManagedProcess(name, process, log, list(args))
