@@ -83,7 +83,10 @@ def test_value_matches_a_direct_read(epics_bridge, pyepics, name, type_name):
     assert body["value"] == pytest.approx(expected_value(name, reference))
     severity, quality = SEVERITIES[reference["severity"]]
     assert (body["severity"], body["quality"]) == (severity, quality)
-    assert body["seconds"] + body["nanos"] / 1e9 == pytest.approx(reference["timestamp"], abs=1e-6)
+    # Exactly the IOC's time stamp (pyepics's float ``timestamp`` is truncated to microseconds).
+    assert (body["seconds"], body["nanos"]) == (
+        reference["posixseconds"], reference["nanoseconds"]
+    )
     assert body["timestamp"] == body["seconds"] * 1000 + body["nanos"] // 1_000_000
     if type_name == "ENUM":
         labels = list(pyepics.get_pv(name).get_ctrlvars(timeout=5)["enum_strs"])
