@@ -429,7 +429,7 @@ class ChannelPool:
         max_array_bytes: int,
         connect_timeout: float,
         read_timeout: float,
-        search_retry: float = 0.25,
+        search_retry: float,
         idle_timeout: float,
         dead_timeout: float,
         metadata_ttl: float,
