@@ -90,34 +90,31 @@ def proxy(control_system: ControlSystem) -> tango.DeviceProxy:
 EPICS_TIMEOUT_MS = 1000  # short connect/read timeouts keep the failure tests quick
 
 
+def _running_ioc(factory: pytest.TempPathFactory, flavor: str, prefix: str, bulk: int = 0):
+    from mtango.demo.ioc import start_ioc
+
+    workdir = factory.mktemp(f"ioc-{prefix.rstrip(':')}")
+    ioc = start_ioc(flavor, prefix=prefix, bulk=bulk, workdir=workdir)
+    yield ioc
+    ioc.stop()
+
+
 @pytest.fixture(scope="session")
 def caproto_ioc(tmp_path_factory: pytest.TempPathFactory):
     """The demo caproto IOC (every DBR type, arrays, enum, long string, alarm, counter)."""
-    from mtango.demo.ioc import start_ioc
-
-    ioc = start_ioc("caproto", prefix="cp:", workdir=tmp_path_factory.mktemp("ioc-cp"))
-    yield ioc
-    ioc.stop()
+    yield from _running_ioc(tmp_path_factory, "caproto", "cp:")
 
 
 @pytest.fixture(scope="session")
 def soft_ioc(tmp_path_factory: pytest.TempPathFactory):
     """A softioc IOC: real EPICS base records, plus 1000 ai records ``sf:bulk:NNNN``."""
-    from mtango.demo.ioc import start_ioc
-
-    ioc = start_ioc("softioc", prefix="sf:", bulk=1000, workdir=tmp_path_factory.mktemp("ioc-sf"))
-    yield ioc
-    ioc.stop()
+    yield from _running_ioc(tmp_path_factory, "softioc", "sf:", bulk=1000)
 
 
 @pytest.fixture(scope="session")
 def restart_ioc(tmp_path_factory: pytest.TempPathFactory):
     """A caproto IOC that tests stop and start again (nothing else reads its PVs)."""
-    from mtango.demo.ioc import start_ioc
-
-    ioc = start_ioc("caproto", prefix="rs:", workdir=tmp_path_factory.mktemp("ioc-rs"))
-    yield ioc
-    ioc.stop()
+    yield from _running_ioc(tmp_path_factory, "caproto", "rs:")
 
 
 @pytest.fixture(scope="session")

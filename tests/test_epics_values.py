@@ -7,14 +7,13 @@ from __future__ import annotations
 import base64
 import json
 import math
-import time
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 import pytest
 
-from tests.bridge import http
+from tests.bridge import http, poll
 
 V1 = "/epics/rest/v1"
 
@@ -226,14 +225,10 @@ def test_filter_parameter_applies(epics_bridge):
 
 def test_counter_changes_every_second(epics_bridge):
     first = get(epics_bridge, "/pvs/cp:counter/value")
-    reply = None
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        reply = get(epics_bridge, "/pvs/cp:counter/value")
-        if reply["value"] != first["value"]:
-            break
-        time.sleep(0.1)
-    assert reply is not None and reply["value"] > first["value"]
+    reply = poll("the counter changed",
+                 lambda: (r := get(epics_bridge, "/pvs/cp:counter/value"))["value"]
+                 != first["value"] and r, timeout=10)
+    assert reply["value"] > first["value"]
     assert reply["timestamp"] > first["timestamp"]
 
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.bridge import Reply
+from tests.bridge import Reply, poll
 from tests.conftest import VICTIM_DEVICE, VICTIM_SERVER
 
 MODES = ("rc3", "rc4")
@@ -131,19 +131,11 @@ def test_dead_device(bridge, bridge_rc4, control_system, host_path):
     finally:
         control_system.restart_server(VICTIM_SERVER)
 
-    deadline = time.monotonic() + 30
-    pending = {"rc3": bridge, "rc4": bridge_rc4}
-    last: dict[str, bytes] = {}
-    while pending and time.monotonic() < deadline:
-        for mode, running in list(pending.items()):
-            reply = running.get(value)
-            last[mode] = reply.body
-            if reply.status == 200 and reply.json().get("value") == 42:
-                assert running.get(f"{device}/state").json()["state"] == "ON"
-                del pending[mode]
-        if pending:
-            time.sleep(0.2)
-    assert not pending, f"reads did not recover after the restart: {last}"
+    for mode, running in (("rc3", bridge), ("rc4", bridge_rc4)):
+        poll(f"{mode}: reads recovered after the restart",
+             lambda running=running: (r := running.get(value)).status == 200
+             and r.json().get("value") == 42, timeout=30, interval=0.2)
+        assert running.get(f"{device}/state").json()["state"] == "ON"
 
 
 # -- refused before any Tango call ------------------------------------------------------------

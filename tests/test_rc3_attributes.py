@@ -20,6 +20,7 @@ import tango
 from PIL import Image
 
 from mtango.demo import ATTRIBUTE_PROPERTIES, DEMO_DEVICE
+from tests.bridge import poll
 
 # Every attribute of the demo device (test_attribute_names_are_complete keeps this list honest).
 ATTRIBUTES = [
@@ -106,18 +107,6 @@ def assert_same(actual: Any, expected: Any, where: str = "value") -> None:
 
 def enum_labels(proxy: tango.DeviceProxy, name: str) -> list[str]:
     return list(proxy.get_attribute_config_ex([name])[0].enum_labels)
-
-
-def wait_for(fetch, ready, what: str, timeout: float = 20.0) -> Any:
-    """Poll ``fetch()`` until ``ready(result)``; fail with the last result at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = fetch()
-        if ready(result):
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not ready after {timeout} s, last result {result!r}")
-        time.sleep(0.1)
 
 
 def _errors_reasons(body: dict) -> list[str]:
@@ -523,8 +512,8 @@ def test_several_infos(bridge, device_path):
 
 
 def _wait_for_polled_history(proxy: tango.DeviceProxy, entries: int) -> None:
-    wait_for(lambda: len(proxy.attribute_history("double_scalar", 10)),
-             lambda n: n >= entries, f"{entries} polled values of double_scalar")
+    poll(f"{entries} polled values of double_scalar",
+         lambda: len(proxy.attribute_history("double_scalar", 10)) >= entries, timeout=20)
 
 
 def _history_pairs(proxy: tango.DeviceProxy) -> set[tuple[int, float]]:

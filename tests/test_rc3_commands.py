@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import tango
+
+from tests.bridge import poll
 
 INFO_KEYS = {"cmd_name", "level", "cmd_tag", "in_type", "out_type", "in_type_desc", "out_type_desc"}
 
@@ -71,10 +71,7 @@ def test_one_command(bridge, proxy, device_path, name):
 
 
 def test_history_of_a_polled_command(bridge, proxy, device_path):
-    deadline = time.monotonic() + 20
-    while not proxy.command_history("GetCounter", 10):
-        assert time.monotonic() < deadline, "GetCounter was never polled"
-        time.sleep(0.1)
+    poll("GetCounter polled", lambda: proxy.command_history("GetCounter", 10), timeout=20)
     reply = bridge.get(f"{device_path}/commands/GetCounter/history")
     assert reply.status == 200
     items = reply.json()
@@ -90,10 +87,8 @@ def test_history_of_a_polled_command(bridge, proxy, device_path):
 
 
 def test_history_depth_of_a_polled_command(bridge, proxy, device_path):
-    deadline = time.monotonic() + 20
-    while len(proxy.command_history("GetCounter", 10)) < 2:
-        assert time.monotonic() < deadline, "GetCounter was not polled twice"
-        time.sleep(0.1)
+    poll("GetCounter polled twice",
+         lambda: len(proxy.command_history("GetCounter", 10)) >= 2, timeout=20)
     items = bridge.get(f"{device_path}/commands/GetCounter/history?depth=1").json()
     assert len(items) == 1
     assert items[0]["name"] == "GetCounter"

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import yaml
 
 from mtango import __version__
 from mtango.api.sys import redact
-from tests.bridge import MainProcess, child_env
+from tests.bridge import MainProcess, child_env, poll
 
 SYS = "/tango/rest/sys"
 
@@ -122,10 +121,8 @@ def two_workers(control_system, tmp_path_factory):
     try:
         process.wait_ready()
         # Both workers are up when both report a start time.
-        deadline = time.monotonic() + 60
-        while len(process.get(f"{SYS}/stats").json()["workers"]) < 2:
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        poll("both workers in /sys/stats",
+             lambda: len(process.get(f"{SYS}/stats").json()["workers"]) >= 2, timeout=60)
         yield process
     finally:
         assert process.stop() == 0
@@ -134,15 +131,14 @@ def two_workers(control_system, tmp_path_factory):
 def test_figures_are_for_all_workers(two_workers, host_path) -> None:
     """Requests land on either worker; every worker's /sys/stats shows the same whole."""
     state = f"{host_path}/devices/sys/tg_test/1/state"
-    deadline = time.monotonic() + 60
-    while True:
+    def stats_once_both_served() -> dict | None:
         for _ in range(10):
             assert two_workers.get(state).status == 200
         stats = two_workers.get(f"{SYS}/stats").json()
-        served = {w: figures["requests"] for w, figures in stats["workers"].items()}
-        if all(served.values()):
-            break
-        assert time.monotonic() < deadline, f"one worker never served a request: {served}"
+        return stats if all(f["requests"] for f in stats["workers"].values()) else None
+
+    stats = poll("both workers served a request", stats_once_both_served, timeout=60, interval=0)
+    served = {w: figures["requests"] for w, figures in stats["workers"].items()}
     assert len(served) == 2
     assert sum(served.values()) == stats["requests"]
     assert sum(f["proxies"]["devices"] for f in stats["workers"].values()) == \
@@ -153,13 +149,12 @@ def test_figures_are_for_all_workers(two_workers, host_path) -> None:
 
 def test_clean_empties_every_worker(two_workers, host_path) -> None:
     info = f"{host_path}/devices/sys/tg_test/1/attributes/double_scalar/info"
-    deadline = time.monotonic() + 60
-    while True:  # fill the attribute cache of both workers
+    def both_caches_filled() -> bool:
         two_workers.get(info)
         per_worker = two_workers.get(f"{SYS}/stats").json()["workers"]
-        if all(f["proxies"]["attributes"] for f in per_worker.values()):
-            break
-        assert time.monotonic() < deadline, per_worker
+        return all(f["proxies"]["attributes"] for f in per_worker.values())
+
+    poll("the attribute cache of both workers filled", both_caches_filled, timeout=60, interval=0)
     assert two_workers.get(f"{SYS}/cache/attributes").json()["currsize"] == 2
     assert two_workers.get(f"{SYS}/clean/attributes").status == 204
     for _ in range(4):  # whichever worker answers, the cache is empty everywhere
