@@ -105,6 +105,10 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
     @app.on_request
     async def start_clock(request: Request) -> None:
         request.ctx.started = time.perf_counter()
+        tango = getattr(request.app.ctx, "tango", None)
+        if tango is not None:
+            # Request middleware and handler run in one task: the deadline reaches every call.
+            tango.begin_request()
 
     @app.on_response
     async def server_header(request: Request, response: HTTPResponse) -> None:

@@ -63,7 +63,7 @@ def test_database_info(bridge, control_system, host_path, suffix):
     assert body["port"] == control_system.db_port
     assert type(body["port"]) is int
     assert body["name"] == db.dev_name()
-    assert body["info"] == db.get_info().split("\n")
+    assert body["info"] == list(db.command_inout("DbInfo"))  # its lines, no trailing ""
     assert len(body["info"]) > 3
     assert all(isinstance(line, str) for line in body["info"])
     assert body["devices"] == f"{bridge.base}{host_path}/devices"

@@ -16,6 +16,7 @@ import asyncio
 import functools
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import tango
@@ -36,25 +37,120 @@ from mtango.tango import convert
 T = TypeVar("T")
 
 
-class _DeviceLimiter:
-    """At most ``limit`` concurrent blocking calls per device; entries vanish when unused."""
+# A request may make several Tango calls (build a proxy, read, fetch enum labels); all of them
+# share one deadline, ``tango_timeout_ms`` after the request began, plus this margin so that
+# PyTango's own timeout, when it fires, is what the client sees (its error names the device).
+DEADLINE_MARGIN_S = 0.25
+# After a call to a device or database ran into the deadline, further calls to it fail at once for
+# this long; then one call at a time is let through as a probe, the others still failing at once,
+# until a probe gets an answer. Measured before: a frozen device server held each of 24 queued
+# requests 3 s in turn (the last answered after 39 s); a frozen database held calls 9 to 81 s,
+# because cppTango reconnects and retries whatever timeout the client set.
+HUNG_RETRY_S = 1.0
+
+_deadline: ContextVar[float | None] = ContextVar("tango_deadline", default=None)
+
+
+class _Target:
+    """One device (or database): threads it holds, and whether it is known to hang."""
+
+    __slots__ = ("semaphore", "users", "hung_since", "retry_at", "probing")
+
+    def __init__(self, limit: int) -> None:
+        self.semaphore = asyncio.Semaphore(limit)
+        self.users = 0  # calls waiting for or holding a thread, and threads still running
+        self.hung_since: float | None = None
+        self.retry_at = 0.0
+        self.probing = False
+
+
+class _Targets:
+    """At most ``limit`` threads per device, kept until the thread really returns; a device that
+    hangs fails fast while one probe at a time finds out whether it is back.
+
+    A call abandoned at its deadline keeps its thread, and its share of the device's threads, until
+    PyTango returns: a hanging device can never hold more than ``limit`` of the pool.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._slots: dict[Hashable, list[Any]] = {}  # key -> [semaphore, users]
+        self._targets: dict[Hashable, _Target] = {}
 
-    async def run(self, key: Hashable, call: Callable[[], Any]) -> Any:
-        slot = self._slots.get(key)
-        if slot is None:
-            slot = self._slots[key] = [asyncio.Semaphore(self.limit), 0]
-        slot[1] += 1
+    def hung(self) -> dict[Hashable, float]:
+        """Targets currently failing fast, with the monotonic time they were first found hung."""
+        return {k: t.hung_since for k, t in self._targets.items() if t.hung_since is not None}
+
+    def _release(self, key: Hashable, target: _Target) -> None:
+        target.users -= 1
+        if target.users == 0 and target.hung_since is None:
+            self._targets.pop(key, None)
+
+    async def run(
+        self, key: Hashable, submit: Callable[[], asyncio.Future[T]], timeout: float,
+        hung: Callable[[float], ApiError], timed_out: Callable[[], ApiError],
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        target = self._targets.get(key)
+        if target is None:
+            target = self._targets[key] = _Target(self.limit)
+        probe = False
+        if target.hung_since is not None:
+            if target.probing or loop.time() < target.retry_at:
+                raise hung(loop.time() - target.hung_since)
+            target.probing = probe = True
+        target.users += 1
+        thread_started = False
         try:
-            async with slot[0]:
-                return await call()
+            started = loop.time()
+            try:
+                await asyncio.wait_for(target.semaphore.acquire(), timeout)
+            except asyncio.TimeoutError:
+                # Queued behind the device's other calls: busy, not proven hung (a slow device
+                # that answers keeps its threads busy too). A probe stuck here re-arms the wait.
+                if target.hung_since is not None:
+                    self._hang(target, loop)
+                raise timed_out() from None
+            future = submit()
+            thread_started = True
+
+            def finished(done: asyncio.Future[T]) -> None:
+                target.semaphore.release()
+                self._release(key, target)
+                if not done.cancelled():
+                    done.exception()  # retrieved: an abandoned call's failure is not logged
+
+            future.add_done_callback(finished)
+            remaining = timeout - (loop.time() - started)
+            try:
+                result = await asyncio.wait_for(asyncio.shield(future), max(remaining, 0))
+            except asyncio.TimeoutError:
+                self._hang(target, loop)
+                raise timed_out() from None
+            except tango.DevFailed as exc:
+                if _is_timeout(exc):
+                    self._hang(target, loop)
+                elif probe:
+                    target.hung_since = None  # it answered, if with an error: it is back
+                raise
+            if probe or target.hung_since is not None:
+                target.hung_since = None
+            return result
         finally:
-            slot[1] -= 1
-            if slot[1] == 0:
-                del self._slots[key]
+            if probe:
+                target.probing = False
+            if not thread_started:
+                self._release(key, target)
+
+    @staticmethod
+    def _hang(target: _Target, loop: asyncio.AbstractEventLoop) -> None:
+        if target.hung_since is None:
+            target.hung_since = loop.time()
+        target.retry_at = loop.time() + HUNG_RETRY_S
+
+
+def _is_timeout(exc: tango.DevFailed) -> bool:
+    return any("TIMEDOUT" in str(e.reason).upper() or "TIMEOUT" in str(e.reason).upper()
+               for e in exc.args)
 
 
 class TangoBackend:
@@ -74,8 +170,10 @@ class TangoBackend:
             "attributes", config.attribute_cache_size, ttl=config.attribute_cache_ttl
         )
         self.reads = SingleFlight()
-        self._limiter = _DeviceLimiter(config.tango_calls_per_device)
+        self.targets = _Targets(config.tango_calls_per_device)
+        self.timeout = config.tango_timeout_ms / 1000
         self._executor: ThreadPoolExecutor | None = None
+        self._db_names: dict[str, str] = {}  # database device name per Tango host
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -117,18 +215,39 @@ class TangoBackend:
 
     # -- plumbing --------------------------------------------------------------------------------
 
+    def begin_request(self) -> None:
+        """Start the deadline shared by every Tango call of the current request (task)."""
+        _deadline.set(asyncio.get_running_loop().time() + self.timeout + DEADLINE_MARGIN_S)
+
     async def _call(self, key: Hashable, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking PyTango call in the pool, within the device's share of it."""
+        """Run a blocking PyTango call in the pool, within the device's share of it and within
+        the request's deadline (whatever PyTango does underneath: reconnections, retries)."""
         loop = asyncio.get_running_loop()
         call = functools.partial(fn, *args)
+        deadline = _deadline.get()
+        budget = self.timeout + DEADLINE_MARGIN_S
+        if deadline is not None:
+            budget = min(budget, deadline - loop.time())
+        what = _target_name(key)
         try:
-            result = await self._limiter.run(
-                key, lambda: loop.run_in_executor(self._executor, call)
+            result = await self.targets.run(
+                key, lambda: loop.run_in_executor(self._executor, call), max(budget, 0.0),
+                hung=lambda ago: _timeout_error(
+                    f"{what} did not answer within {self.config.tango_timeout_ms} ms "
+                    f"{ago:.1f} s ago; requests fail at once until a probe finds it back",
+                    "TangoBackend.hung"),
+                timed_out=lambda: _timeout_error(
+                    f"{what} did not answer within {self.config.tango_timeout_ms} ms",
+                    "TangoBackend.deadline"),
             )
         except tango.DevFailed as exc:
             if self.on_call is not None:
                 self.on_call("tango", False)
             raise from_devfailed(exc) from None
+        except ApiError:
+            if self.on_call is not None:
+                self.on_call("tango", False)
+            raise
         if self.on_call is not None:
             self.on_call("tango", True)
         return result
@@ -138,6 +257,7 @@ class TangoBackend:
             name, port = host.rsplit(":", 1)
             db = tango.Database(name, int(port))
             db.set_timeout_millis(self.config.tango_timeout_ms)
+            self._db_names[host] = db.dev_name()
             return db
 
         return await self.databases.get(host, lambda: self._call(("db", host), build))
@@ -156,45 +276,51 @@ class TangoBackend:
         proxy = await self.proxy(host, device)
         return await self._call((host, device.lower()), getattr(proxy, method), *args)
 
-    async def _db_call(self, host: str, method: str, *args: Any) -> Any:
+    async def _db_command(self, host: str, command: str, *args: Any) -> Any:
+        """Ask the database device. Always ``command_inout``: PyTango 10.3's convenience methods
+        (``get_info``, ``get_device_info``, ``get_device_property``, ...) keep the GIL while they
+        wait, so a frozen database froze every thread of the worker, its event loop included
+        (py-spy: the loop stuck starting a pool thread that waited for the GIL held by a thread in
+        ``Database::get_info``); ``command_inout`` lets go of it while waiting."""
         db = await self.database(host)
-        return await self._call(("db", host), getattr(db, method), *args)
+        return await self._call(("db", host), db.command_inout, command, *args)
 
     # -- database ----------------------------------------------------------------------------------
 
     async def database_info(self, host: str) -> dict[str, Any]:
-        info = await self._db_call(host, "get_info")
-        name = await self._db_call(host, "dev_name")
-        return {"name": name, "info": info.split("\n")}
+        info = await self._db_command(host, "DbInfo")
+        return {"name": self._db_names[host], "info": [str(line) for line in info]}
 
     async def device_names(self, host: str, wildcard: str = "*") -> list[str]:
-        names = await self._db_call(host, "command_inout", "DbGetDeviceWideList", wildcard)
+        names = await self._db_command(host, "DbGetDeviceWideList", wildcard)
         return list(names)
 
     async def device_info(self, host: str, device: str) -> dict[str, Any]:
-        info = await self._db_call(host, "get_device_info", device)
-        return convert.device_info(info)
+        return convert.device_info(await self._db_command(host, "DbGetDeviceInfo", device))
 
     async def device_properties(self, host: str, device: str) -> dict[str, list[str]]:
         await self.proxy(host, device)  # unknown devices fail here, not with an empty list
-        names = list(await self._db_call(host, "get_device_property_list", device, "*"))
+        names = list(await self._db_command(host, "DbGetDevicePropertyList", [device, "*"]))
         if not names:
             return {}
-        values = await self._db_call(host, "get_device_property", device, names)
-        return {name: list(values.get(name, [])) for name in names}
+        reply = await self._db_command(host, "DbGetDeviceProperty", [device, *names])
+        values = convert.device_properties(reply)
+        return {name: values.get(name, []) for name in names}
 
     async def device_property(self, host: str, device: str, name: str) -> list[str]:
         await self.proxy(host, device)
-        values = await self._db_call(host, "get_device_property", device, [name])
-        return list(values.get(name, []))
+        reply = await self._db_command(host, "DbGetDeviceProperty", [device, name])
+        return convert.device_properties(reply).get(name, [])
 
     async def attribute_properties(
         self, host: str, device: str, attribute: str
     ) -> dict[str, list[str]]:
         info = await self.attribute_info(host, device, attribute)
-        found = await self._db_call(host, "get_device_attribute_property", device, [info["name"]])
+        reply = await self._db_command(
+            host, "DbGetDeviceAttributeProperty2", [device, info["name"]])
+        found = convert.attribute_properties(reply)
         props = found.get(info["name"]) or next(iter(found.values()), {})
-        return {name: list(values) for name, values in props.items()}
+        return dict(props)
 
     # -- device ------------------------------------------------------------------------------------
 
@@ -316,6 +442,20 @@ class TangoBackend:
             ),
             kind=FailureKind.FAILED,
         )
+
+
+def _target_name(key: Hashable) -> str:
+    if isinstance(key, tuple) and key and key[0] == "db":
+        return f"Tango database {key[1]}"
+    if isinstance(key, tuple) and len(key) == 2:
+        return f"Device {key[1]} (database {key[0]})"
+    return str(key)
+
+
+def _timeout_error(description: str, origin: str) -> ApiError:
+    """A call cut off by the bridge's deadline: Tango's own reason, so clients treat it alike."""
+    return ApiError(ErrorEntry("API_DeviceTimedOut", description, "ERR", origin),
+                    status=503, kind=FailureKind.UNAVAILABLE)
 
 
 def _names_device(exc: ApiError) -> bool:

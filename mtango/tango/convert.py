@@ -211,18 +211,62 @@ def command_info(info: Any) -> dict[str, Any]:
     }
 
 
-def device_info(info: Any) -> dict[str, Any]:
-    """DbDevFullInfo in the shape of the Java server's ``info`` object."""
+def device_info(reply: Any) -> dict[str, Any]:
+    """The database's ``DbGetDeviceInfo`` answer in the shape of the Java server's ``info``.
+
+    The answer is ``([exported, pid], [name, ior, version, server, host, started, stopped,
+    class])``; the class is missing from old databases.
+    """
+    (exported, pid, *_), strings = reply
+    name, ior, version, server, host, started, stopped, *rest = list(strings) + [""] * 8
     return {
-        "last_exported": info.started_date or "?",
-        "last_unexported": info.stopped_date or "?",
-        "name": info.name,
-        "ior": info.ior,
-        "version": str(info.version),
-        "exported": bool(info.exported),
-        "pid": int(info.pid),
-        "server": info.ds_full_name,
-        "hostname": info.host,
-        "classname": info.class_name,
+        "last_exported": started or "?",
+        "last_unexported": stopped or "?",
+        "name": name,
+        "ior": ior,
+        "version": str(version),
+        "exported": bool(exported),
+        "pid": int(pid),
+        "server": server,
+        "hostname": host,
+        "classname": rest[0] if rest else "",
         "is_taco": False,
     }
+
+
+def _take_values(items: list[str], at: int) -> tuple[list[str], int]:
+    """``count, v1 .. vcount`` at ``at``; returns the values and the index after them."""
+    count = int(items[at])
+    return list(items[at + 1:at + 1 + count]), at + 1 + count
+
+
+def device_properties(reply: Any) -> dict[str, list[str]]:
+    """``DbGetDeviceProperty``: ``[device, n, name, count, values..., ...]``.
+
+    A property without value is sent as count 0 followed by one filler string.
+    """
+    items = [str(v) for v in reply]
+    found: dict[str, list[str]] = {}
+    at = 2
+    for _ in range(int(items[1])):
+        name = items[at]
+        values, at = _take_values(items, at + 1)
+        if not values:
+            at += 1  # the filler
+        found[name] = values
+    return found
+
+
+def attribute_properties(reply: Any) -> dict[str, dict[str, list[str]]]:
+    """``DbGetDeviceAttributeProperty2``: ``[device, n, attr, nprops, (prop, count, v...)...]``."""
+    items = [str(v) for v in reply]
+    found: dict[str, dict[str, list[str]]] = {}
+    at = 2
+    for _ in range(int(items[1])):
+        attribute, nprops = items[at], int(items[at + 1])
+        at += 2
+        props: dict[str, list[str]] = {}
+        for _ in range(nprops):
+            props[items[at]], at = _take_values(items, at + 1)
+        found[attribute] = props
+    return found
