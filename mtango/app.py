@@ -25,7 +25,7 @@ from mtango.api import epics as epics_api
 from mtango.api import main as main_api
 from mtango.api import ops, rc3, swagger
 from mtango.api import sys as sys_api
-from mtango.api.common import json_response
+from mtango.api.common import check_url, json_response
 from mtango.config import Config
 from mtango.epics.backend import EpicsBackend
 from mtango.errors import ApiError, ErrorEntry, failure_body, from_unexpected
@@ -105,6 +105,11 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
     @app.on_request
     async def start_clock(request: Request) -> None:
         request.ctx.started = time.perf_counter()
+
+    @app.on_request
+    async def strict_url(request: Request) -> None:
+        # Before any route: a path or query that is not percent-encoded UTF-8 is a 400 for all.
+        check_url(request)
 
     @app.on_response
     async def server_header(request: Request, response: HTTPResponse) -> None:
