@@ -14,9 +14,10 @@ import os
 import re
 import time
 from itertools import count
+from typing import Any
 
 from sanic import Request, Sanic
-from sanic.exceptions import SanicException
+from sanic.exceptions import BadRequest, SanicException
 from sanic.response import HTTPResponse
 from sanic_cors import CORS
 
@@ -45,8 +46,50 @@ def app_name(base: str = "mtango_bridge") -> str:
     return base if number == 0 else f"{base}_{number}"
 
 
+class BridgeRequest(Request):
+    """Sanic's request, able to stand in for a request line Sanic could not parse.
+
+    To answer such a request Sanic builds a stand-in request (method ``NONE``) from the URL it
+    received, escaping only non-ASCII bytes. A control byte (``GET /tango/rest\\x00``) fails URL
+    parsing again there, so the client got no answer and the log a 43-line traceback per request
+    (Sanic 25.12). The stand-in gets the URL with those bytes percent-escaped, and short.
+    """
+
+    def __init__(self, url_bytes: bytes, headers: Any, version: str, method: str,
+                 transport: Any, app: Any, head: bytes = b"", stream_id: int = 0) -> None:
+        if method == "NONE":
+            url_bytes = _CONTROL_BYTES.sub(lambda m: b"%%%02X" % m[0][0], url_bytes[:_SHOWN_URL])
+        super().__init__(url_bytes, headers, version, method, transport, app, head, stream_id)
+
+
+_CONTROL_BYTES = re.compile(rb"[\x00-\x20\x7f-\xff]")
+_SHOWN_URL = 200
+
+
+class RateLimitedLog:
+    """One warning per ``interval`` seconds at most, saying how many were left out meanwhile."""
+
+    def __init__(self, logger: logging.Logger, interval: float) -> None:
+        self.logger, self.interval = logger, interval
+        self.last = -interval
+        self.left_out = 0
+
+    def warning(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            self.left_out += 1
+            return
+        self.logger.warning("%s (%d more since the last such line)", message, self.left_out)
+        self.last, self.left_out = now, 0
+
+
+# Requests Sanic cannot parse come from scanners and broken clients, often in bursts; one line a
+# minute says that they come without letting them fill the disk.
+_malformed = RateLimitedLog(log, 60.0)
+
+
 def create_app(config: Config, name: str | None = None) -> Sanic:
-    app = Sanic(name or app_name())
+    app = Sanic(name or app_name(), request_class=BridgeRequest)
     app.config.update(
         {
             "FALLBACK_ERROR_FORMAT": "json",
@@ -142,6 +185,10 @@ def _error_response(request: Request, exc: Exception) -> HTTPResponse:
     if isinstance(exc, ApiError):
         error = exc
     elif isinstance(exc, SanicException):
+        if isinstance(exc, BadRequest) and request.route is None:
+            # The stand-in request has no connection info yet: the peer comes from the socket.
+            peer = (request.transport.get_extra_info("peername") or ("?",))[0]
+            _malformed.warning(f"malformed request from {peer}: {ascii(str(exc))[:120]}")
         status = getattr(exc, "status_code", 500) or 500
         reason = type(exc).__name__
         error = ApiError(ErrorEntry(reason, str(exc) or reason, "ERR", request.path), status)

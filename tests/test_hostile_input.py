@@ -4,6 +4,8 @@ body, the query string, a path segment."""
 
 from __future__ import annotations
 
+import logging
+import socket
 import urllib.request
 
 import pytest
@@ -98,3 +100,29 @@ def test_a_percent_encoded_percent_is_a_name(epics_bridge):
     reply = epics_bridge.get(f"{V1}/pvs/value?pv=%25zz")
     assert reply.status == 200, reply.body
     assert reply.json()[0]["name"] == "%zz"
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send ``data`` on a fresh connection; everything the bridge answers until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("control", [b"\x00", b"\x01", b"\x7f"])
+def test_a_control_byte_in_the_request_line_is_400_and_one_log_line(bridge, caplog, control):
+    """200 such requests: each is answered 400 with the FAILURE body, and the log gets a short
+    line now and then (rate-limited), not a 43-line traceback per request."""
+    request = b"GET /tango/rest" + control + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with caplog.at_level(logging.INFO):
+        for _ in range(200):
+            answer = raw_exchange(bridge.port, request)
+            assert answer.startswith(b"HTTP/1.1 400 "), answer
+            assert b'"quality":"FAILURE"' in answer, answer
+    records = [r for r in caplog.records if r.name.startswith(("sanic", "mtango"))]
+    assert len(records) <= 3, [r.getMessage() for r in records]
+    assert not any(r.exc_info for r in records)
+    assert sum(len(r.getMessage()) for r in records) < 1000
