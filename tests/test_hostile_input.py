@@ -4,13 +4,15 @@ body, the query string, a path segment."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import urllib.request
 
 import pytest
 
-from tests.bridge import Reply
+from mtango.config import Config
+from tests.bridge import InProcessBridge, Reply
 
 V1 = "/epics/rest/v1"
 
@@ -126,3 +128,58 @@ def test_a_control_byte_in_the_request_line_is_400_and_one_log_line(bridge, capl
     assert len(records) <= 3, [r.getMessage() for r in records]
     assert not any(r.exc_info for r in records)
     assert sum(len(r.getMessage()) for r in records) < 1000
+
+
+def test_a_body_larger_than_any_endpoint_needs_is_413(epics_bridge):
+    """A declared 90 MB body (10 bytes sent) is refused at once, not waited for."""
+    head = (b"POST /epics/rest/v1/pvs/value HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 90000000\r\n\r\n")
+    answer = raw_exchange(epics_bridge.port, head + b'["cp:long"')
+    assert answer.startswith(b"HTTP/1.1 413 "), answer
+    assert b'"quality":"FAILURE"' in answer, answer
+
+
+def test_the_largest_batch_fits_the_body_limit(epics_bridge):
+    """epics_batch_max names of the longest kind, every character escaped, are still read: the
+    answer is about the names (none is valid), not about the size of the body."""
+    config = epics_bridge.config
+    name = '"' * 254 + "/"  # 509 bytes as JSON; "/" is in no PV name
+    data = json.dumps([name] * config.epics_batch_max, indent=1).encode()
+    reply = post_raw(epics_bridge, f"{V1}/pvs/value", data)
+    assert reply.status == 200, reply.body[:300]
+    assert reply.json()[0]["errors"][0]["reason"] == "BadName"
+
+
+@pytest.fixture(scope="module")
+def impatient_bridge() -> InProcessBridge:
+    running = InProcessBridge(Config(http_request_timeout=1, http_keep_alive_timeout=1)).start()
+    yield running
+    running.stop()
+
+
+def test_idle_connections_are_closed_after_the_keep_alive_timeout(impatient_bridge):
+    with socket.create_connection(("127.0.0.1", impatient_bridge.port), timeout=30) as sock:
+        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b'{"status":"live"}'):
+            answer += sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        assert b"keep-alive" in answer.lower()
+        assert sock.recv(65536) == b""  # closed by the bridge (30 s would be a socket timeout)
+
+
+def test_an_unfinished_request_head_is_408(impatient_bridge):
+    answer = raw_exchange(impatient_bridge.port, b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b'"quality":"FAILURE"' in answer, answer
+
+
+def test_a_body_that_stops_arriving_is_408(impatient_bridge):
+    """Within the size limit, but 10 of 1000 declared bytes: answered once the request timeout
+    has passed without data, and closed (Sanic alone held it past its response timeout, and then
+    waited for the rest of the body for good)."""
+    head = (b"POST /epics/rest/v1/pvs/value HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+    answer = raw_exchange(impatient_bridge.port, head + b'["cp:long"')
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b'"quality":"FAILURE"' in answer, answer
