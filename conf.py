@@ -13,6 +13,14 @@ host = "0.0.0.0"
 port = 8000
 workers = 2
 debug = False
+# Seconds a client may take to send the head of a request (counted from the last bytes received),
+# and seconds an idle keep-alive connection stays open. Dashboards poll every few seconds and keep
+# reusing their connection; a client that connects and says nothing, or stops halfway, holds a
+# connection (and a file descriptor) for no longer than this. Sanic's defaults are 60 s and 120 s.
+# Behind a proxy that reuses connections, its idle timeout towards the bridge must be shorter than
+# http_keep_alive_timeout (README, deployment).
+http_request_timeout = 10.0
+http_keep_alive_timeout = 15.0
 
 # Tango
 # The Tango database used when the URL does not name one, as "host:port". Empty: no control system

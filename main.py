@@ -202,6 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"main.py: configuration error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.DEBUG if config.debug else logging.INFO)
+    # Sanic gives its loggers (sanic.root, sanic.error, ...) their own handlers and lets them
+    # propagate: through the root handler above every line of the main process was written twice
+    # ("Server Stopped" and "INFO:sanic.root:Server Stopped"). They stop at their parent, "sanic",
+    # which Sanic's logging configuration does not touch.
+    logging.getLogger("sanic").propagate = False
     demo = ioc = None
     if not config.tango_host:
         from mtango.demo import start_tango_demo

@@ -7,6 +7,7 @@ omniORB state must not cross a fork, and every worker needs its own event loop b
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import logging
@@ -14,9 +15,10 @@ import os
 import re
 import time
 from itertools import count
+from typing import Any
 
 from sanic import Request, Sanic
-from sanic.exceptions import SanicException
+from sanic.exceptions import BadRequest, RequestTimeout, SanicException
 from sanic.response import HTTPResponse
 from sanic_cors import CORS
 
@@ -25,9 +27,10 @@ from mtango.api import epics as epics_api
 from mtango.api import main as main_api
 from mtango.api import ops, rc3, swagger
 from mtango.api import sys as sys_api
-from mtango.api.common import json_response
+from mtango.api.common import check_url, json_response
 from mtango.config import Config
 from mtango.epics.backend import EpicsBackend
+from mtango.epics.names import MAX_NAME_LENGTH
 from mtango.errors import ApiError, ErrorEntry, failure_body, from_unexpected
 from mtango.stats import Metrics
 from mtango.tango.backend import TangoBackend
@@ -45,14 +48,95 @@ def app_name(base: str = "mtango_bridge") -> str:
     return base if number == 0 else f"{base}_{number}"
 
 
+class BridgeRequest(Request):
+    """Sanic's request, able to stand in for a request line Sanic could not parse.
+
+    To answer such a request Sanic builds a stand-in request (method ``NONE``) from the URL it
+    received, escaping only non-ASCII bytes. A control byte (``GET /tango/rest\\x00``) fails URL
+    parsing again there, so the client got no answer and the log a 43-line traceback per request
+    (Sanic 25.12). The stand-in gets the URL with those bytes percent-escaped, and short.
+    """
+
+    def __init__(self, url_bytes: bytes, headers: Any, version: str, method: str,
+                 transport: Any, app: Any, head: bytes = b"", stream_id: int = 0) -> None:
+        if method == "NONE":
+            url_bytes = _CONTROL_BYTES.sub(lambda m: b"%%%02X" % m[0][0], url_bytes[:_SHOWN_URL])
+        super().__init__(url_bytes, headers, version, method, transport, app, head, stream_id)
+
+    async def receive_body(self) -> None:
+        """The body, with the request timeout between its pieces, as Sanic has for the head.
+
+        Sanic reads the body after routing, under the response timeout only; and when that fired
+        it went on waiting for the rest of the body without any limit (measured: a body declared
+        1000 bytes long, 10 sent, held the connection more than 200 s). A body that stops
+        arriving now gets a 408, and the connection is closed without reading more of it.
+        """
+        if self.body:
+            return
+        pieces = []
+        stream = aiter(self.stream)
+        while True:
+            try:
+                pieces.append(
+                    await asyncio.wait_for(anext(stream), self.app.config.REQUEST_TIMEOUT)
+                )
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                self.stream.keep_alive = False
+                self.stream.request_body = None  # Sanic would wait for the rest after answering
+                raise RequestTimeout("the request body stopped arriving") from None
+        self.body = b"".join(pieces)
+
+
+_CONTROL_BYTES = re.compile(rb"[\x00-\x20\x7f-\xff]")
+_SHOWN_URL = 200
+
+
+class RateLimitedLog:
+    """One warning per ``interval`` seconds at most, saying how many were left out meanwhile."""
+
+    def __init__(self, logger: logging.Logger, interval: float) -> None:
+        self.logger, self.interval = logger, interval
+        self.last = -interval
+        self.left_out = 0
+
+    def warning(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            self.left_out += 1
+            return
+        self.logger.warning("%s (%d more since the last such line)", message, self.left_out)
+        self.last, self.left_out = now, 0
+
+
+# Requests Sanic cannot parse come from scanners and broken clients, often in bursts; one line a
+# minute says that they come without letting them fill the disk.
+_malformed = RateLimitedLog(log, 60.0)
+
+
+def max_body_bytes(config: Config) -> int:
+    """The largest request body an endpoint needs; a larger one is refused (413) unread.
+
+    The largest is a POST of ``epics_batch_max`` PV names of the longest kind, every character
+    escaped in JSON (two bytes), in quotes, with a separator and a pretty-printer's line break
+    and indentation, plus 64 KiB for anything else: 5.2 MB with the defaults. Sanic's own limit,
+    100 MB, let a client declare 90 MB, send 10 bytes, and hold the connection (measured: 160 s
+    until a 503), and would have let it send 100 MB.
+    """
+    return 65536 + config.epics_batch_max * (2 * MAX_NAME_LENGTH + 8)
+
+
 def create_app(config: Config, name: str | None = None) -> Sanic:
-    app = Sanic(name or app_name())
+    app = Sanic(name or app_name(), request_class=BridgeRequest)
     app.config.update(
         {
             "FALLBACK_ERROR_FORMAT": "json",
-            "KEEP_ALIVE_TIMEOUT": 75,
-            "REQUEST_TIMEOUT": 60,
+            "KEEP_ALIVE_TIMEOUT": config.http_keep_alive_timeout,
+            "REQUEST_TIMEOUT": config.http_request_timeout,
+            # Long-polling answers may take 30 s; a slow Tango call is bounded by its timeout.
             "RESPONSE_TIMEOUT": max(60, 4 * config.tango_timeout_ms // 1000),
+            "REQUEST_MAX_SIZE": max_body_bytes(config),
             "CORS_AUTOMATIC_OPTIONS": True,
             "CORS_SUPPORTS_CREDENTIALS": True,
             "CORS_ORIGINS": list(config.cors_origins) or "*",
@@ -110,6 +194,11 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
             # Request middleware and handler run in one task: the deadline reaches every call.
             tango.begin_request()
 
+    @app.on_request
+    async def strict_url(request: Request) -> None:
+        # Before any route: a path or query that is not percent-encoded UTF-8 is a 400 for all.
+        check_url(request)
+
     @app.on_response
     async def server_header(request: Request, response: HTTPResponse) -> None:
         response.headers["x-mtango"] = SERVER_HEADER
@@ -141,6 +230,10 @@ def _error_response(request: Request, exc: Exception) -> HTTPResponse:
     if isinstance(exc, ApiError):
         error = exc
     elif isinstance(exc, SanicException):
+        if isinstance(exc, BadRequest) and request.route is None:
+            # The stand-in request has no connection info yet: the peer comes from the socket.
+            peer = (request.transport.get_extra_info("peername") or ("?",))[0]
+            _malformed.warning(f"malformed request from {peer}: {ascii(str(exc))[:120]}")
         status = getattr(exc, "status_code", 500) or 500
         reason = type(exc).__name__
         error = ApiError(ErrorEntry(reason, str(exc) or reason, "ERR", request.path), status)

@@ -34,6 +34,8 @@ class Config:
     port: int = _defaults.port
     workers: int = _defaults.workers
     debug: bool = _defaults.debug
+    http_request_timeout: float = _defaults.http_request_timeout
+    http_keep_alive_timeout: float = _defaults.http_keep_alive_timeout
     tango_host: str = _defaults.tango_host
     tango_hosts: tuple[str, ...] = tuple(_defaults.tango_hosts)
     tango_timeout_ms: int = _defaults.tango_timeout_ms
@@ -224,6 +226,9 @@ def validate(config: Config) -> Config:
     for name in ("device_cache_size", "attribute_cache_size"):
         if getattr(config, name) < 1:
             problems.append(f"{name} must be at least 1")
+    for name in ("http_request_timeout", "http_keep_alive_timeout"):
+        if not getattr(config, name) > 0:
+            problems.append(f"{name} must be positive")
     problems.extend(_epics_problems(config))
     try:
         if config.tango_host:

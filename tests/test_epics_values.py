@@ -92,7 +92,8 @@ def test_value_matches_a_direct_read(epics_bridge, pyepics, name, type_name):
         assert body["enum_strings"] == labels
         assert body["text"] == labels[reference["value"]]
     if not name.endswith("$"):
-        assert body["count"] == pyepics.get_pv(name).count
+        assert body["count"] == len(np.atleast_1d(reference["value"]))
+        assert body["native_count"] == pyepics.get_pv(name).count
 
 
 def test_alarm_state_and_status(epics_bridge):
@@ -128,14 +129,18 @@ def test_base64_arrays_like_pvws(epics_bridge, pyepics, name, field, dtype):
 
 def test_count_trims_arrays(epics_bridge, pyepics):
     full = pyepics.caget("sf:waveform", timeout=5)
+    native = pyepics.get_pv("sf:waveform").count
     body = get(epics_bridge, "/pvs/sf:waveform/value?count=5")
     assert body["value"] == pytest.approx(list(full[:5]))
-    assert body["count"] == len(full)  # the PV's own element count
+    assert (body["count"], body["native_count"]) == (5, native)  # sent, and the PV's own
     fresh = get(epics_bridge, "/pvs/sf:waveform/value?count=3&fresh=1")
     assert fresh["value"] == pytest.approx(list(full[:3]))
-    assert get(epics_bridge, "/pvs/sf:waveform/value?count=100000")["value"] == pytest.approx(
-        list(full)
-    )
+    assert (fresh["count"], fresh["native_count"]) == (3, native)
+    b64 = get(epics_bridge, "/pvs/sf:waveform?count=3&encoding=b64")
+    assert (b64["count"], b64["native_count"]) == (3, native)
+    whole = get(epics_bridge, "/pvs/sf:waveform/value?count=100000")
+    assert whole["value"] == pytest.approx(list(full))
+    assert whole["count"] == len(full) and whole["native_count"] == native
 
 
 @pytest.mark.parametrize("name", ["cp:double", "sf:ai", "sf:mbbi", "cp:waveform", "sf:wf_short"])

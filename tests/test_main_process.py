@@ -31,6 +31,18 @@ def stop_cleanly(process: MainProcess, timeout: float = 20.0) -> None:
 
 
 
+def ready_bridge(tmp_path: Path, control_system, workers: int) -> MainProcess:
+    """main.py serving the session's Tango database, once it answers (stopped if it never does)."""
+    main = MainProcess(["--workers", str(workers)],
+                       child_env(TANGO_HOST=control_system.tango_host), tmp_path / "main.log")
+    try:
+        main.wait_ready()
+    except BaseException:
+        main.stop()
+        raise
+    return main
+
+
 def descendants(pid: int) -> dict[int, str]:
     """Every process below ``pid`` (from /proc), as pid -> start time (to tell reused pids)."""
     parents: dict[int, list[int]] = {}
@@ -249,12 +261,14 @@ def test_sigterm_right_after_the_first_answer(tmp_path, control_system):
     The workers answer HTTP before the manager has their ACK; a SIGTERM in that window used to hang
     the main process for good (sanic-org/sanic#2997), leaving a supervisor only SIGKILL.
     """
-    main = MainProcess(
-        ["--workers", "2"], child_env(TANGO_HOST=control_system.tango_host), tmp_path / "main.log"
-    )
-    try:
-        main.wait_ready()
-    except BaseException:
-        main.stop()
-        raise
+    stop_cleanly(ready_bridge(tmp_path, control_system, workers=2))
+
+
+def test_main_process_log_lines_appear_once(tmp_path, control_system):
+    """Sanic's own lines of the main process (signal, goodbye) are written once, not also by the
+    root handler main.py sets up for the bridge's loggers."""
+    main = ready_bridge(tmp_path, control_system, workers=1)
     stop_cleanly(main)
+    lines = main.log.read_text(errors="replace").splitlines()
+    for text in ("Received signal SIGTERM", "Server Stopped"):
+        assert sum(text in line for line in lines) == 1, "\n".join(lines)

@@ -7,11 +7,12 @@ the app's error handler turns into the FAILURE body like any other failure.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote_to_bytes, urlencode
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
@@ -97,12 +98,104 @@ def device_name(domain: str, family: str, member: str) -> str:
     return f"{domain}/{family}/{member}"
 
 
+# -- what the client sent: URL and body, parsed strictly ------------------------------------------
+#
+# Sanic decodes escapes leniently: "%ff" and "%ED%A0%80" (a UTF-16 surrogate, which UTF-8 forbids)
+# become U+FFFD, and "%zz" or a lone "%" stays as it is, so a PV named "%zz" was searched for on
+# the network until the 2 s connect timeout. A JSON body may carry a lone surrogate ("\ud800"),
+# which no UTF-8 answer can hold (it was a 500 UnicodeEncodeError). Every route reads its input
+# through these functions instead, and the app checks every URL before any route runs.
+
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def decode_component(raw: str, what: str) -> str:
+    """One percent-encoded URL component as text; 400 unless it encodes UTF-8 with valid escapes."""
+    if _BAD_ESCAPE.search(raw):
+        raise bad_request(
+            f"{what} {raw!r} is not valid percent-encoding ('%' must start an escape %XX; "
+            "write a literal '%' as %25)",
+            "BadEncoding",
+        )
+    try:
+        return unquote_to_bytes(raw).decode("utf-8")  # strict: rejects encoded surrogates too
+    except UnicodeDecodeError:
+        raise bad_request(f"{what} {raw!r} does not percent-encode UTF-8 text",
+                          "BadEncoding") from None
+
+
+def check_url(request: Request) -> None:
+    """The path and the query string are valid percent-encoded UTF-8 (else 400 ``BadEncoding``).
+
+    Sanic accepts only ASCII request targets, so ``raw`` is ASCII and safe to quote in a message.
+    """
+    decode_component(request.path, "the path")
+    query_args(request)
+
+
+def query_args(request: Request) -> dict[str, list[str]]:
+    """The query string, decoded strictly once per request: name -> non-empty values.
+
+    As Sanic's ``request.args``: ``+`` is a space and empty values are left out.
+    """
+    parsed: dict[str, list[str]] | None = getattr(request.ctx, "query_args", None)
+    if parsed is None:
+        parsed = {}
+        for pair in request.query_string.split("&"):
+            key, _, value = pair.replace("+", " ").partition("=")
+            key = decode_component(key, "query parameter")
+            value = decode_component(value, f"query parameter {key!r}")
+            if key and value:
+                parsed.setdefault(key, []).append(value)
+        request.ctx.query_args = parsed
+    return parsed
+
+
+def query_value(request: Request, name: str, default: str | None = None) -> str | None:
+    """The first value of query parameter ``name``."""
+    values = query_args(request).get(name)
+    return values[0] if values else default
+
+
+def json_body(request: Request) -> Any:
+    """The request body as JSON text in UTF-8 (RFC 8259); 400 ``BadBody`` when it is not.
+
+    Strings must be text: a lone surrogate, escaped or as bytes, is refused. ``NaN`` and
+    ``Infinity`` (Python's extensions) are refused, and so is nesting deeper than the parser's
+    recursion.
+    """
+    try:
+        body = json.loads(request.body.decode("utf-8"), parse_constant=_not_json)
+        _check_text(body)
+    except (ValueError, RecursionError) as exc:  # UnicodeError and JSONDecodeError included
+        raise bad_request(f"the body is not JSON text in UTF-8: {ascii(str(exc))}",
+                          "BadBody") from None
+    return body
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _check_text(value: Any) -> None:
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            item.encode("utf-8")  # UnicodeEncodeError (a ValueError) on a lone surrogate
+        elif isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, dict):
+            todo.extend(item)
+            todo.extend(item.values())
+
+
 def query_list(request: Request, name: str) -> list[str]:
-    return [v for v in request.args.getlist(name, []) if v != ""]
+    return list(query_args(request).get(name, []))
 
 
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
+    raw = query_value(request, name)
     if raw is None:
         return default
     if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
@@ -160,7 +253,7 @@ def paginate(request: Request, items: list[Any]) -> tuple[list[Any], int, dict[s
 
     Returns the items to send, the HTTP status and extra headers.
     """
-    raw = request.args.get("range")
+    raw = query_value(request, "range")
     if raw is None:
         return items, 200, {}
     match = _RANGE.fullmatch(raw)
@@ -179,7 +272,7 @@ def paginate(request: Request, items: list[Any]) -> tuple[list[Any], int, dict[s
     limit = end - start
 
     def link(a: int) -> str:
-        query = [(k, v) for k, vs in request.args.items() if k != "range" for v in vs]
+        query = [(k, v) for k, vs in query_args(request).items() if k != "range" for v in vs]
         query.append(("range", f"{a}-{a + limit}"))
         return absolute(request, f"{request.path}?{urlencode(query)}")
 

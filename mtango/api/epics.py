@@ -26,7 +26,16 @@ from typing import Any
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
-from mtango.api.common import Route, absolute, make_blueprint, query_int, query_list, respond
+from mtango.api.common import (
+    Route,
+    absolute,
+    json_body,
+    make_blueprint,
+    query_int,
+    query_list,
+    query_value,
+    respond,
+)
 from mtango.epics.backend import EpicsBackend
 from mtango.epics.client import ReadOptions
 from mtango.errors import ApiError, bad_request, failure_body
@@ -42,7 +51,7 @@ def backend(request: Request) -> EpicsBackend:
 
 
 def _flag(request: Request, name: str) -> bool:
-    raw = request.args.get(name)
+    raw = query_value(request, name)
     if raw is None:
         return False
     if raw.lower() in _TRUE:
@@ -62,7 +71,7 @@ def read_options(request: Request) -> ReadOptions:
 
 
 def encoding(request: Request) -> str:
-    value = request.args.get("encoding", "json")
+    value = query_value(request, "encoding", "json")
     if value not in ENCODINGS:
         raise bad_request(f"encoding={value!r} must be json or b64", "BadParameter")
     return value
@@ -113,10 +122,7 @@ async def values(request: Request) -> HTTPResponse:
 
 async def values_post(request: Request) -> HTTPResponse:
     """The same with the names as a JSON list in the body, for lists too long for a URL."""
-    try:
-        body = request.json
-    except Exception as exc:  # Sanic raises its own BadRequest subclasses on malformed JSON
-        raise bad_request(f"the body is not JSON: {exc}", "BadBody") from None
+    body = json_body(request)
     if isinstance(body, dict):
         body = body.get("pvs", body.get("pv"))
     if not isinstance(body, list) or not all(isinstance(n, str) for n in body):

@@ -177,13 +177,18 @@ def value_object(
     count: int = 0,
     encoding: str = "json",
 ) -> dict[str, Any]:
-    """The value object: name, value, type, count, time (ms + seconds/nanos) and alarm state."""
+    """The value object: name, value, type, counts, time (ms + seconds/nanos) and alarm state.
+
+    ``count`` is how many elements the answer holds (``?count=N`` trims them; a variable-length
+    array may hold fewer than its PV's maximum), ``native_count`` the PV's own element count.
+    """
     seconds, nanos = reading.stamp
     body: dict[str, Any] = {
         "name": name,
         "connected": True,
         "type": "STRING" if long_string else TYPE_NAMES.get(native_type, native_type.name),
-        "count": 1 if long_string else native_count,
+        "count": 1 if long_string else len(_elements(reading.data, count)),
+        "native_count": native_count,
     }
     body.update(
         value_fields(

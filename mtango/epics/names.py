@@ -4,7 +4,8 @@ A CA name is printable ASCII without spaces (record, optional ``.FIELD``, option
 strings, optional ``[...]`` array filters or ``{...}`` JSON channel filters). The one character a
 name never holds is ``/``, which would be a path separator in our URLs. The allow/deny rules are a
 ``.pvlist``-like list of regular expressions matched against the whole name; deny wins, as in the
-CA gateway's default ``EVALUATION ORDER ALLOW, DENY``.
+CA gateway's default ``EVALUATION ORDER ALLOW, DENY``. Names from a URL arrive decoded: a URL
+that is not valid percent-encoding (``pvs/%zz``) never gets here (``mtango.api.common``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,15 @@ from __future__ import annotations
 from sanic import Request
 from sanic.response import HTTPResponse
 
-from mtango.api.common import Route, check_glob, host_url, rc3_url, respond, respond_list
+from mtango.api.common import (
+    Route,
+    check_glob,
+    host_url,
+    query_value,
+    rc3_url,
+    respond,
+    respond_list,
+)
 from mtango.api.rc3.target import backend
 
 
@@ -39,7 +47,7 @@ async def devices(request: Request, host: str, port: str) -> HTTPResponse:
     """Device names matching the Tango glob ``wildcard`` (``*`` by default), as links."""
     tango = backend(request)
     key = tango.host_key(host, port)
-    wildcard = check_glob(request.args.get("wildcard") or "*", "wildcard")
+    wildcard = check_glob(query_value(request, "wildcard") or "*", "wildcard")
     names = await tango.device_names(key, wildcard)
     items = [{"name": n, "href": host_url(request, host, port, "devices", n)} for n in names]
     return respond_list(request, items)
