@@ -171,10 +171,10 @@ def epics_urls(config: Config, demo_ioc: bool) -> list[str]:
 def print_urls(config: Config, demo: bool, demo_ioc: bool = False) -> None:
     shown = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
     base = f"http://{shown}:{config.port}{config.app_base}"
-    tango_host, tango_port = config.tango_host.rsplit(":", 1)
+    tango_host, tango_port = config.served_tango_host.rsplit(":", 1)
     device = f"{base}/rc3/hosts/{tango_host}/{tango_port}/devices/sys/tg_test/1"
     lines = [
-        f"mtango-bridge {__version__} serving Tango database {config.tango_host}"
+        f"mtango-bridge {__version__} serving Tango database {config.served_tango_host}"
         + (" (embedded demo)" if demo else ""),
         f"  API root:       {base}",
         f"  Tango hosts:    {base}/rc3/hosts",

@@ -63,6 +63,11 @@ class Config:
     epics_deny: tuple[str, ...] = tuple(_defaults.epics_deny)
 
     @property
+    def served_tango_host(self) -> str:
+        """TANGO_HOST as ``host:port`` (Tango's rule: no port means 10000); empty: none."""
+        return normalize_tango_host(self.tango_host) if self.tango_host else ""
+
+    @property
     def allowed_tango_hosts(self) -> frozenset[str]:
         """Databases the bridge may contact: the allow-list, or just the configured TANGO_HOST."""
         hosts = self.tango_hosts or ((self.tango_host,) if self.tango_host else ())
@@ -187,7 +192,14 @@ def from_environment(env: Mapping[str, str]) -> dict[str, str]:
 
 def load_yaml(path: str) -> dict[str, Any]:
     with open(path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle) or {}
+        try:
+            data = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as exc:
+            # One line, like every other bad setting: the problem and where, not a traceback.
+            where = getattr(exc, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the configuration file must hold a mapping")
     return data

@@ -92,6 +92,34 @@ def test_bad_configuration_stops_at_start(tmp_path, control_system):
     assert "error_status" in result.stderr
 
 
+def test_malformed_yaml_is_a_one_line_configuration_error(tmp_path) -> None:
+    config = tmp_path / "broken.yaml"
+    config.write_text("port: 8000\nworkers: [1, 2\n")  # an unclosed flow sequence
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--config", str(config)],
+        capture_output=True, text=True, env=child_env(TANGO_HOST="127.0.0.1:1"),
+        cwd=str(ROOT), timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("main.py: configuration error:"), lines
+    assert str(config) in lines[0] and "YAML" in lines[0]
+
+
+def test_tango_host_without_port_means_port_10000(tmp_path) -> None:
+    """Tango's own rule: ``TANGO_HOST=name`` is ``name:10000``; the banner shows that form."""
+    main = MainProcess(["--workers", "1"], child_env(TANGO_HOST="nohostport"),
+                       tmp_path / "main.log")
+    try:
+        hosts = main.wait_ready().json()
+        assert hosts == {"nohostport:10000":
+                         f"{main.base}/tango/rest/rc3/hosts/nohostport/10000"}
+        assert f"{main.base}/tango/rest/rc3/hosts/nohostport/10000/devices" in \
+            main.log.read_text()
+    finally:
+        stop_cleanly(main)
+
+
 def test_two_workers(tmp_path, control_system, proxy):
     main = MainProcess(
         ["--workers", "2"], child_env(TANGO_HOST=control_system.tango_host), tmp_path / "main.log"

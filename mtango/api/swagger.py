@@ -28,7 +28,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from mtango.api.common import Route, make_blueprint
-from mtango.config import Config, normalize_tango_host
+from mtango.config import Config
 from mtango.errors import not_found
 
 log = logging.getLogger("mtango")
@@ -60,8 +60,7 @@ def served_document(document: dict[str, Any], config: Config) -> dict[str, Any]:
         if url == SPEC_APP_BASE or url.startswith(SPEC_APP_BASE + "/"):
             server["url"] = config.app_base + url[len(SPEC_APP_BASE):]
     hosts = sorted(config.allowed_tango_hosts)
-    first = normalize_tango_host(config.tango_host) if config.tango_host else None
-    first = first or (hosts[0] if hosts else None)
+    first = config.served_tango_host or (hosts[0] if hosts else None)
     parameters = doc.get("components", {}).get("parameters", {})
     if first and {"host", "port"} <= parameters.keys():
         host, port = first.rsplit(":", 1)

@@ -111,7 +111,7 @@ class TangoBackend:
 
     def hosts(self) -> list[str]:
         """Allowed databases, the configured TANGO_HOST first."""
-        first = normalize_tango_host(self.config.tango_host) if self.config.tango_host else None
+        first = self.config.served_tango_host or None
         rest = sorted(h for h in self.allowed_hosts if h != first)
         return ([first] if first else []) + rest
 
