@@ -68,10 +68,17 @@ class Config:
         return normalize_tango_host(self.tango_host) if self.tango_host else ""
 
     @property
+    def effective_tango_hosts(self) -> tuple[str, ...]:
+        """Databases the bridge may contact, normalized: the served TANGO_HOST first (if allowed),
+        then the rest of the allow-list, sorted. Without an allow-list: just TANGO_HOST."""
+        first = self.served_tango_host
+        hosts = {normalize_tango_host(h) for h in self.tango_hosts} if self.tango_hosts else {first}
+        hosts.discard("")
+        return ((first,) if first in hosts else ()) + tuple(sorted(hosts - {first}))
+
+    @property
     def allowed_tango_hosts(self) -> frozenset[str]:
-        """Databases the bridge may contact: the allow-list, or just the configured TANGO_HOST."""
-        hosts = self.tango_hosts or ((self.tango_host,) if self.tango_host else ())
-        return frozenset(normalize_tango_host(h) for h in hosts)
+        return frozenset(self.effective_tango_hosts)
 
     @property
     def epics_configured(self) -> bool:
@@ -89,7 +96,10 @@ class Config:
         return validate(dataclasses.replace(self, **changes))
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """The settings in force (``tango_hosts``: the allow-list that applies, not its default)."""
+        values = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        values["tango_hosts"] = list(self.effective_tango_hosts)
+        return values
 
 
 def normalize_tango_host(value: str) -> str:

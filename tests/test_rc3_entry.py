@@ -6,9 +6,12 @@ from the bridge itself.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from mtango.demo import DEMO_DEVICE
+from tests.bridge import ROOT
 
 
 def _db_devices(control_system, wildcard: str) -> list[str]:
@@ -29,6 +32,13 @@ def test_api_versions(bridge):
     assert body == {"rc3": f"{bridge.base}/tango/rest/rc3", "sys": f"{bridge.base}/tango/rest/sys"}
     for url in body.values():
         assert bridge.get(_path(bridge, url)).status == 200
+
+
+def test_readme_names_every_link_of_the_api_root(bridge):
+    """The README's rc3 table says what ``/tango/rest`` answers: the same keys as the answer."""
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines()
+               if line.startswith("| `/tango/rest` |"))
+    assert set(re.findall(r'"(\w+)": url', row)) == set(bridge.get("/tango/rest").json()), row
 
 
 def test_rc3_root(bridge):

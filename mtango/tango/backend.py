@@ -111,9 +111,7 @@ class TangoBackend:
 
     def hosts(self) -> list[str]:
         """Allowed databases, the configured TANGO_HOST first."""
-        first = self.config.served_tango_host or None
-        rest = sorted(h for h in self.allowed_hosts if h != first)
-        return ([first] if first else []) + rest
+        return list(self.config.effective_tango_hosts)
 
     # -- plumbing --------------------------------------------------------------------------------
 
