@@ -214,3 +214,23 @@ def test_filter_and_range_together(bridge, control_system, host_path):
 def test_every_response_has_the_x_mtango_header(bridge, host_path, path):
     reply = bridge.get(path.format(host=host_path))
     assert reply.headers["x-mtango"].startswith("mtango-bridge ")
+
+
+def test_demo_lists_only_devices_it_serves(tmp_path):
+    """The stock entries pytango-db registers (TangoTest/test, TangoAccessControl/1) run nowhere
+    in the demo: it lists only devices that answer, each with a real state."""
+    from mtango.config import Config
+    from mtango.demo import start_tango_demo
+    from tests.bridge import InProcessBridge
+
+    demo = start_tango_demo(tmp_path)
+    running = InProcessBridge(Config(tango_host=demo.tango_host, tango_timeout_ms=2000)).start()
+    try:
+        prefix = f"/tango/rest/rc3/hosts/{demo.db_host}/{demo.db_port}"
+        names = [d["name"] for d in running.get(f"{prefix}/devices").json()]
+        assert DEMO_DEVICE in names and "sys/database/2" in names
+        states = {n: running.get(f"{prefix}/devices/{n}/state").json()["state"] for n in names}
+        assert "UNKNOWN" not in states.values(), states
+    finally:
+        running.stop()
+        demo.stop()

@@ -223,7 +223,26 @@ def start_database(workdir: Path | None = None, timeout: float = 30.0) -> Contro
         raise
     system = ControlSystem(LOOPBACK, port, workdir, [managed])
     atexit.register(system.stop)
+    try:
+        remove_stock_servers(system.database())
+    except Exception:
+        system.stop()
+        raise
     return system
+
+
+# What pytango-db's fresh database registers besides itself: a TangoTest and an access-control
+# server that nothing here runs (listed, they only ever answer API_CantConnectToDevice). The
+# stack keeps the database's own devices (sys/database/2, dserver/DataBaseds/2) and adds its own.
+STOCK_SERVERS = ("TangoTest/test", "TangoAccessControl/1")
+
+
+def remove_stock_servers(db) -> None:
+    """Delete the stock servers and their devices (the dserver/... ones included)."""
+    registered = set(db.get_server_list("*"))
+    for server in STOCK_SERVERS:
+        if server in registered:
+            db.delete_server(server)
 
 
 def free_port(host: str = LOOPBACK, udp: bool = False, attempts: int = 50) -> int:
