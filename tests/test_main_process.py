@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from mtango.demo import DEMO_DEVICE
-from tests.bridge import ROOT, MainProcess, child_env, free_port, poll
+from tests.bridge import ROOT, MainProcess, child_env, free_port, http, poll
 
 OPTIONS = (
     "--host", "--port", "--workers", "--config", "--tango-host", "--tango-hosts", "--app-base",
@@ -114,8 +114,8 @@ def test_tango_host_without_port_means_port_10000(tmp_path) -> None:
         hosts = main.wait_ready().json()
         assert hosts == {"nohostport:10000":
                          f"{main.base}/tango/rest/rc3/hosts/nohostport/10000"}
-        assert f"{main.base}/tango/rest/rc3/hosts/nohostport/10000/devices" in \
-            main.log.read_text()
+        poll("the banner with the normalized host", lambda: (
+            f"{main.base}/tango/rest/rc3/hosts/nohostport/10000/devices" in main.log.read_text()))
     finally:
         stop_cleanly(main)
 
@@ -147,6 +147,20 @@ def test_two_workers(tmp_path, control_system, proxy):
     finally:
         stop_cleanly(main)
     assert not port_open("127.0.0.1", main.port)
+
+
+def test_urls_are_printed_when_the_workers_answer(tmp_path, control_system):
+    """The banner is the operator's signal that the bridge serves: its URLs answer at once."""
+    main = MainProcess(
+        ["--workers", "2"], child_env(TANGO_HOST=control_system.tango_host), tmp_path / "main.log"
+    )
+    try:
+        line = poll("the URL banner", lambda: re.search(r"Tango hosts: +(\S+)",
+                                                        main.log.read_text()), timeout=60)
+        reply = http("GET", line.group(1))  # once, no retry: it must answer now
+        assert reply.status == 200 and control_system.tango_host in reply.json()
+    finally:
+        stop_cleanly(main)
 
 
 def test_configuration_layers(tmp_path, control_system):
@@ -187,7 +201,8 @@ def test_demo_without_tango_host(tmp_path):
         db_host, db_port = tango_host.rsplit(":", 1)
         assert host_url == f"{main.base}/tango/rest/rc3/hosts/{db_host}/{db_port}"
 
-        output = main.log.read_text()
+        output = poll("the URL banner", lambda: "Swagger UI:" in main.log.read_text()
+                      and main.log.read_text())
         assert "embedded demo" in output
         for url in (f"{main.base}/tango/rest", f"{main.base}/tango/rest/rc3/hosts",
                     f"{main.base}/tango/rest/rc3/hosts/{db_host}/{db_port}/devices/{DEMO_DEVICE}"):
