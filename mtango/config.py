@@ -1,6 +1,7 @@
 """One configuration object, built once and passed explicitly.
 
-Layers, later ones winning: ``conf.py`` defaults <- YAML file <- environment <- command-line flags.
+Layers, later ones winning: ``mtango.defaults`` (re-exported as ``conf.py``) <- YAML file <-
+environment <- command-line flags.
 Validation happens here, once, so the rest of the code can trust the values (a bad port or an
 unknown error mode stops the program at start-up with a clear message, not in a request).
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 import yaml
 
-import conf as _defaults
+from mtango import defaults as _defaults
 
 ERROR_STATUS_MODES = ("rc3", "rc4")
 

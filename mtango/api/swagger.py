@@ -1,8 +1,9 @@
 """OpenAPI descriptions and Swagger UI, under ``/swagger``.
 
-The files in ``swagger/`` (one OpenAPI 3 document per API: ``main.yaml``, ``rc3.yaml``, ...) are
-the single source. They are written for the default ``app_base`` (``/tango/rest``); each is served
-as ``/swagger/<name>.yaml`` and ``/swagger/<name>.json`` with two changes:
+The files in ``mtango/swagger/`` (one OpenAPI 3 document per API: ``main.yaml``, ``rc3.yaml``,
+...; the repository's ``swagger/`` links there) are the single source. They are written for the
+default ``app_base`` (``/tango/rest``); each is served as ``/swagger/<name>.yaml`` and
+``/swagger/<name>.json`` with two changes:
 
 - ``servers`` URLs under ``/tango/rest`` follow the configured ``app_base``. They stay relative to
   the server that answered, so "Try it out" calls the bridge that served the page.
@@ -32,9 +33,11 @@ from mtango.config import Config
 from mtango.errors import not_found
 
 log = logging.getLogger("mtango")
-SWAGGER_DIR = Path(__file__).resolve().parents[2] / "swagger"
+# Package data, so that an installed wheel serves them; the repository's top-level swagger/ is a
+# link to this directory (where the layout and the README say the descriptions are).
+SWAGGER_DIR = Path(__file__).resolve().parents[1] / "swagger"
 PREFIX = "/swagger"
-# The app_base the files in swagger/ are written for (conf.py's default).
+# The app_base the files in swagger/ are written for (the default in mtango/defaults.py).
 SPEC_APP_BASE = "/tango/rest"
 ASSETS = {
     "swagger-ui.css": "text/css; charset=utf-8",
