@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--port", type=int, help="TCP port to listen on (default 8000; env MTANGO_PORT)")
     add("--workers", type=int, help="worker processes (default 2; env MTANGO_WORKERS)")
     add("--tango-host", metavar="HOST:PORT",
-        help="Tango database to serve (env TANGO_HOST); none: start the embedded demo")
+        help="Tango database to serve (env TANGO_HOST; HOST:PORT,HOST2:PORT2 for one database "
+        "with fail-over hosts); none: start the embedded demo")
     add("--tango-hosts", metavar="LIST",
         help="comma-separated allow-list of Tango databases the bridge may contact "
         "(env MTANGO_TANGO_HOSTS; default: only the --tango-host)")
@@ -201,7 +202,8 @@ def print_urls(config: Config, demo: bool, demo_ioc: bool = False) -> None:
     device = f"{base}/rc3/hosts/{tango_host}/{tango_port}/devices/sys/tg_test/1"
     lines = [
         f"mtango-bridge {__version__} serving Tango database {config.served_tango_host}"
-        + (" (embedded demo)" if demo else ""),
+        + (" (embedded demo)" if demo else "")
+        + "".join(f" (fail-over host: {h})" for h in config.failover_tango_hosts[1:]),
         f"  API root:       {base}",
         f"  Tango hosts:    {base}/rc3/hosts",
         f"  Devices:        {base}/rc3/hosts/{tango_host}/{tango_port}/devices",

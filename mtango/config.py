@@ -64,16 +64,29 @@ class Config:
     epics_deny: tuple[str, ...] = tuple(_defaults.epics_deny)
 
     @property
+    def failover_tango_hosts(self) -> tuple[str, ...]:
+        """The hosts of TANGO_HOST, normalized: one, or several of one database (``h1,h2``)."""
+        return tango_host_list(self.tango_host) if self.tango_host else ()
+
+    @property
     def served_tango_host(self) -> str:
-        """TANGO_HOST as ``host:port`` (Tango's rule: no port means 10000); empty: none."""
-        return normalize_tango_host(self.tango_host) if self.tango_host else ""
+        """TANGO_HOST as ``host:port`` (Tango's rule: no port means 10000), its first host when it
+        names several; empty: none. The database is known, shown and cached under this name."""
+        return self.failover_tango_hosts[0] if self.tango_host else ""
+
+    def canonical_tango_host(self, host: str) -> str:
+        """A normalized ``host:port``; any host of TANGO_HOST is its first (one database)."""
+        return self.served_tango_host if host in self.failover_tango_hosts else host
 
     @property
     def effective_tango_hosts(self) -> tuple[str, ...]:
         """Databases the bridge may contact, normalized: the served TANGO_HOST first (if allowed),
         then the rest of the allow-list, sorted. Without an allow-list: just TANGO_HOST."""
         first = self.served_tango_host
-        hosts = {normalize_tango_host(h) for h in self.tango_hosts} if self.tango_hosts else {first}
+        if self.tango_hosts:
+            hosts = {self.canonical_tango_host(normalize_tango_host(h)) for h in self.tango_hosts}
+        else:
+            hosts = {first}
         hosts.discard("")
         return ((first,) if first in hosts else ()) + tuple(sorted(hosts - {first}))
 
@@ -111,9 +124,19 @@ def normalize_tango_host(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep:
         host, port = value, "10000"
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    bad_host = not host or any(c.isspace() or c in ",:/" for c in host)
+    if bad_host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"Tango host {value!r} is not of the form host:port")
     return f"{host.lower()}:{int(port)}"
+
+
+def tango_host_list(value: str) -> tuple[str, ...]:
+    """TANGO_HOST's hosts: ``h1:p1,h2:p2`` is one database reachable through either (Tango's
+    form for fail-over database servers); each host normalized, in the order given."""
+    hosts = tuple(normalize_tango_host(part) for part in value.split(","))
+    if len(set(hosts)) != len(hosts):
+        raise ConfigError(f"TANGO_HOST {value!r} names a host twice")
+    return hosts
 
 
 def parse_ca_address(value: str, default_port: int) -> tuple[str, int]:
@@ -250,7 +273,7 @@ def validate(config: Config) -> Config:
     problems.extend(_epics_problems(config))
     try:
         if config.tango_host:
-            normalize_tango_host(config.tango_host)
+            tango_host_list(config.tango_host)
         for host in config.tango_hosts:
             normalize_tango_host(host)
     except ConfigError as exc:

@@ -194,8 +194,14 @@ def _project_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def start_database(workdir: Path | None = None, timeout: float = 30.0) -> ControlSystem:
-    """Start PyDatabaseds (sqlite in memory) on a free loopback port and wait until it answers."""
+def start_database(
+    workdir: Path | None = None, timeout: float = 30.0, database: str = ":memory:"
+) -> ControlSystem:
+    """Start PyDatabaseds on a free loopback port and wait until it answers.
+
+    ``database`` is its sqlite file (in memory by default); two database servers given the same
+    file are one Tango database reachable through two hosts (Tango's fail-over form).
+    """
     import tango
 
     workdir = workdir or Path(tempfile.mkdtemp(prefix="mtango-stack-"))
@@ -204,7 +210,7 @@ def start_database(workdir: Path | None = None, timeout: float = 30.0) -> Contro
     managed = spawn(
         "databaseds",
         [*command, "--port", "0", "--host", LOOPBACK, "--print-host-port", "2"],
-        clean_env(PYTANGO_DATABASE_NAME=":memory:"),
+        clean_env(PYTANGO_DATABASE_NAME=database),
         workdir,
     )
     process = managed.process

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -81,6 +82,18 @@ class TangoBackend:
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(self.config.tango_threads, thread_name_prefix="tango")
+        if self.failover:
+            # PyTango fails over to the next host only for the TANGO_HOST of the process: in
+            # tango.Database() and in device names without a host, both of which read it (checked
+            # with PyTango 10.3: tango.Database(h, p) and tango://h1:p1,h2:p2/... stay on the first
+            # host). Set here, in the worker, before its first Tango call.
+            os.environ["TANGO_HOST"] = ",".join(self.config.failover_tango_hosts)
+
+    @property
+    def failover(self) -> str:
+        """The key of the database with fail-over hosts (TANGO_HOST's first host), or ``""``."""
+        hosts = self.config.failover_tango_hosts
+        return hosts[0] if len(hosts) > 1 else ""
 
     def close(self) -> None:
         if self._executor is not None:
@@ -99,7 +112,7 @@ class TangoBackend:
         if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise bad_request(f"port {port!r} is not a TCP port number", "BadPort")
         try:
-            key = normalize_tango_host(f"{host}:{port}")
+            key = self.config.canonical_tango_host(normalize_tango_host(f"{host}:{port}"))
         except ConfigError as exc:
             raise bad_request(str(exc), "BadHost") from exc
         if key not in self.allowed_hosts:
@@ -133,8 +146,11 @@ class TangoBackend:
 
     async def database(self, host: str) -> tango.Database:
         def build() -> tango.Database:
-            name, port = host.rsplit(":", 1)
-            db = tango.Database(name, int(port))
+            if host == self.failover:
+                db = tango.Database()  # TANGO_HOST, every host of it (see start)
+            else:
+                name, port = host.rsplit(":", 1)
+                db = tango.Database(name, int(port))
             db.set_timeout_millis(self.config.tango_timeout_ms)
             return db
 
@@ -144,7 +160,9 @@ class TangoBackend:
         key = (host, device.lower())
 
         def build() -> tango.DeviceProxy:
-            proxy = tango.DeviceProxy(f"tango://{host}/{device}")
+            # Without a host, the name is looked up through TANGO_HOST and its fail-over hosts.
+            name = device if host == self.failover else f"tango://{host}/{device}"
+            proxy = tango.DeviceProxy(name)
             proxy.set_timeout_millis(self.config.tango_timeout_ms)
             return proxy
 
