@@ -111,10 +111,12 @@ class TangoBackend:
         """Validate a database named in a URL; refuse what is not allowed, before connecting."""
         if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise bad_request(f"port {port!r} is not a TCP port number", "BadPort")
-        try:
-            key = self.config.canonical_tango_host(normalize_tango_host(f"{host}:{port}"))
-        except ConfigError as exc:
-            raise bad_request(str(exc), "BadHost") from exc
+        key = ""  # a host name with "," or ":" is in no allow-list: refused like any other
+        if not any(c in ",:" for c in host):
+            try:
+                key = self.config.canonical_tango_host(normalize_tango_host(f"{host}:{port}"))
+            except ConfigError as exc:
+                raise bad_request(str(exc), "BadHost") from exc
         if key not in self.allowed_hosts:
             raise forbidden(
                 f"Tango host {host}:{port} is not in this bridge's allow-list (tango_hosts)",
