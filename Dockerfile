@@ -12,7 +12,6 @@ RUN useradd --create-home --uid 1000 mtango
 WORKDIR /app
 COPY pyproject.toml README.md LICENSE main.py conf.py ./
 COPY mtango ./mtango
-COPY swagger ./swagger
 COPY scripts ./scripts
 # The same install recipe as the README and CI (scripts/setup.sh), without the test extras.
 RUN bash scripts/setup.sh && chown -R mtango /app

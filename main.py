@@ -15,9 +15,10 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from mtango import __version__
 from mtango.config import ERROR_STATUS_MODES, Config, ConfigError, load_config
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--port", type=int, help="TCP port to listen on (default 8000; env MTANGO_PORT)")
     add("--workers", type=int, help="worker processes (default 2; env MTANGO_WORKERS)")
     add("--tango-host", metavar="HOST:PORT",
-        help="Tango database to serve (env TANGO_HOST); none: start the embedded demo")
+        help="Tango database to serve (env TANGO_HOST; HOST:PORT,HOST2:PORT2 for one database "
+        "with fail-over hosts); none: start the embedded demo")
     add("--tango-hosts", metavar="LIST",
         help="comma-separated allow-list of Tango databases the bridge may contact "
         "(env MTANGO_TANGO_HOSTS; default: only the --tango-host)")
@@ -72,7 +74,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, overrides={k: v for k, v in overrides.items() if v is not None})
 
 
-def serve(config: Config) -> None:
+def serve(config: Config, when_ready: Callable[[], None] | None = None) -> None:
     """Run Sanic with ``config.workers`` processes; each builds its own app and backends.
 
     The workers share a run directory (created here, removed at exit): their metrics live there
@@ -87,18 +89,18 @@ def serve(config: Config) -> None:
     os.environ["MTANGO_STARTED_AT"] = repr(time.time())
     os.environ["MTANGO_MAIN_PID"] = str(os.getpid())
     try:
-        _serve(config)
+        _serve(config, when_ready)
     finally:
         shutil.rmtree(run, ignore_errors=True)
 
 
-def _serve(config: Config) -> None:
+def _serve(config: Config, when_ready: Callable[[], None] | None) -> None:
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
 
     from mtango.app import create_app
 
-    _defer_stop_signals_until_workers_ack()
+    _patch_worker_manager(when_ready)
     loader = AppLoader(factory=partial(create_app, config, "mtango_bridge"))
     app = loader.load()
     app.prepare(
@@ -112,37 +114,62 @@ def _serve(config: Config) -> None:
     Sanic.serve(primary=app, app_loader=loader)
 
 
-def _defer_stop_signals_until_workers_ack() -> None:
-    """Hold SIGTERM/SIGINT back while Sanic waits for its workers to report ready.
+_when_workers_ready: list[Callable[[], None]] = []
 
-    Sanic's worker manager polls a multiprocessing-manager dict in ``wait_for_ack``; its signal
-    handler writes to the same dict, so a stop signal arriving then (the workers already answer
-    HTTP) interleaves two calls on one connection and the main process hangs for good
-    (sanic-org/sanic issue 2997). Meanwhile a signal is only noted; it is handled once the wait
-    is over.
+
+def _patch_worker_manager(when_ready: Callable[[], None] | None) -> None:
+    """Run ``when_ready`` once every worker has acknowledged its start; hold SIGTERM/SIGINT back
+    while Sanic's worker manager talks to its shared state.
+
+    Ready: a worker acknowledges after its ``before_server_start`` listeners (the backends are
+    built) and the main process already listens on the port, so from then on a request is
+    served. The first start of a fresh environment takes seconds before that (measured up to
+    8 s with the demo), which is why the URLs are printed here and not before serving.
+
+    Signals: the manager polls a multiprocessing-manager dict (``wait_for_ack``, then every
+    monitor cycle in ``_sync_states`` and ``_cleanup_non_tracked_workers``); its signal handler
+    writes to the same dict, so a stop signal arriving during one of those calls interleaves two
+    calls on one connection and the main process hangs for good (sanic-org/sanic issue 2997; seen
+    here with a SIGTERM right after the first answer, and once right after the URL banner). During
+    those calls a signal is only noted; it is handled as soon as the call is over.
     """
     from sanic.worker.manager import WorkerManager
 
-    if getattr(WorkerManager.wait_for_ack, "_mtango_deferred", False):
+    _when_workers_ready[:] = [when_ready] if when_ready else []
+    if getattr(WorkerManager.wait_for_ack, "_mtango_held", False):
         return
-    original = WorkerManager.wait_for_ack
+    held_wait = _holding_stop_signals(WorkerManager.wait_for_ack)
 
     def wait_for_ack(self: WorkerManager) -> None:
+        held_wait(self)
+        if not self._shutting_down:
+            for callback in _when_workers_ready:
+                callback()
+
+    wait_for_ack._mtango_held = True  # type: ignore[attr-defined]
+    WorkerManager.wait_for_ack = wait_for_ack  # type: ignore[method-assign]
+    for name in ("_sync_states", "_cleanup_non_tracked_workers"):
+        setattr(WorkerManager, name, _holding_stop_signals(getattr(WorkerManager, name)))
+
+
+def _holding_stop_signals(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` of the worker manager with SIGINT/SIGTERM noted meanwhile, handled after."""
+
+    def held(self: Any, *args: Any) -> Any:
         pending: list[int] = []
         previous = {
             signum: signal.signal(signum, lambda number, _frame: pending.append(number))
             for signum in (signal.SIGINT, signal.SIGTERM)
         }
         try:
-            original(self)
+            return method(self, *args)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-        if pending:
-            self.shutdown_signal(pending[0], None)
+            if pending:
+                self.shutdown_signal(pending[0], None)
 
-    wait_for_ack._mtango_deferred = True  # type: ignore[attr-defined]
-    WorkerManager.wait_for_ack = wait_for_ack  # type: ignore[method-assign]
+    return held
 
 
 def epics_urls(config: Config, demo_ioc: bool) -> list[str]:
@@ -171,11 +198,12 @@ def epics_urls(config: Config, demo_ioc: bool) -> list[str]:
 def print_urls(config: Config, demo: bool, demo_ioc: bool = False) -> None:
     shown = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
     base = f"http://{shown}:{config.port}{config.app_base}"
-    tango_host, tango_port = config.tango_host.rsplit(":", 1)
+    tango_host, tango_port = config.served_tango_host.rsplit(":", 1)
     device = f"{base}/rc3/hosts/{tango_host}/{tango_port}/devices/sys/tg_test/1"
     lines = [
-        f"mtango-bridge {__version__} serving Tango database {config.tango_host}"
-        + (" (embedded demo)" if demo else ""),
+        f"mtango-bridge {__version__} serving Tango database {config.served_tango_host}"
+        + (" (embedded demo)" if demo else "")
+        + "".join(f" (fail-over host: {h})" for h in config.failover_tango_hosts[1:]),
         f"  API root:       {base}",
         f"  Tango hosts:    {base}/rc3/hosts",
         f"  Devices:        {base}/rc3/hosts/{tango_host}/{tango_port}/devices",
@@ -225,8 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             config = config.replace(epics_ca_addr_list=(ioc.address,))
     try:
-        print_urls(config, demo is not None, ioc is not None)
-        serve(config)
+        serve(config, partial(print_urls, config, demo is not None, ioc is not None))
     finally:
         if ioc is not None:
             ioc.stop()

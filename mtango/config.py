@@ -1,6 +1,7 @@
 """One configuration object, built once and passed explicitly.
 
-Layers, later ones winning: ``conf.py`` defaults <- YAML file <- environment <- command-line flags.
+Layers, later ones winning: ``mtango.defaults`` (re-exported as ``conf.py``) <- YAML file <-
+environment <- command-line flags.
 Validation happens here, once, so the rest of the code can trust the values (a bad port or an
 unknown error mode stops the program at start-up with a clear message, not in a request).
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 import yaml
 
-import conf as _defaults
+from mtango import defaults as _defaults
 
 ERROR_STATUS_MODES = ("rc3", "rc4")
 
@@ -65,10 +66,35 @@ class Config:
     epics_deny: tuple[str, ...] = tuple(_defaults.epics_deny)
 
     @property
+    def failover_tango_hosts(self) -> tuple[str, ...]:
+        """The hosts of TANGO_HOST, normalized: one, or several of one database (``h1,h2``)."""
+        return tango_host_list(self.tango_host) if self.tango_host else ()
+
+    @property
+    def served_tango_host(self) -> str:
+        """TANGO_HOST as ``host:port`` (Tango's rule: no port means 10000), its first host when it
+        names several; empty: none. The database is known, shown and cached under this name."""
+        return self.failover_tango_hosts[0] if self.tango_host else ""
+
+    def canonical_tango_host(self, host: str) -> str:
+        """A normalized ``host:port``; any host of TANGO_HOST is its first (one database)."""
+        return self.served_tango_host if host in self.failover_tango_hosts else host
+
+    @property
+    def effective_tango_hosts(self) -> tuple[str, ...]:
+        """Databases the bridge may contact, normalized: the served TANGO_HOST first (if allowed),
+        then the rest of the allow-list, sorted. Without an allow-list: just TANGO_HOST."""
+        first = self.served_tango_host
+        if self.tango_hosts:
+            hosts = {self.canonical_tango_host(normalize_tango_host(h)) for h in self.tango_hosts}
+        else:
+            hosts = {first}
+        hosts.discard("")
+        return ((first,) if first in hosts else ()) + tuple(sorted(hosts - {first}))
+
+    @property
     def allowed_tango_hosts(self) -> frozenset[str]:
-        """Databases the bridge may contact: the allow-list, or just the configured TANGO_HOST."""
-        hosts = self.tango_hosts or ((self.tango_host,) if self.tango_host else ())
-        return frozenset(normalize_tango_host(h) for h in hosts)
+        return frozenset(self.effective_tango_hosts)
 
     @property
     def epics_configured(self) -> bool:
@@ -86,7 +112,10 @@ class Config:
         return validate(dataclasses.replace(self, **changes))
 
     def as_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """The settings in force (``tango_hosts``: the allow-list that applies, not its default)."""
+        values = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        values["tango_hosts"] = list(self.effective_tango_hosts)
+        return values
 
 
 def normalize_tango_host(value: str) -> str:
@@ -97,9 +126,19 @@ def normalize_tango_host(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep:
         host, port = value, "10000"
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    bad_host = not host or any(c.isspace() or c in ",:/" for c in host)
+    if bad_host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"Tango host {value!r} is not of the form host:port")
     return f"{host.lower()}:{int(port)}"
+
+
+def tango_host_list(value: str) -> tuple[str, ...]:
+    """TANGO_HOST's hosts: ``h1:p1,h2:p2`` is one database reachable through either (Tango's
+    form for fail-over database servers); each host normalized, in the order given."""
+    hosts = tuple(normalize_tango_host(part) for part in value.split(","))
+    if len(set(hosts)) != len(hosts):
+        raise ConfigError(f"TANGO_HOST {value!r} names a host twice")
+    return hosts
 
 
 def parse_ca_address(value: str, default_port: int) -> tuple[str, int]:
@@ -189,7 +228,14 @@ def from_environment(env: Mapping[str, str]) -> dict[str, str]:
 
 def load_yaml(path: str) -> dict[str, Any]:
     with open(path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle) or {}
+        try:
+            data = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as exc:
+            # One line, like every other bad setting: the problem and where, not a traceback.
+            where = getattr(exc, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the configuration file must hold a mapping")
     return data
@@ -232,7 +278,7 @@ def validate(config: Config) -> Config:
     problems.extend(_epics_problems(config))
     try:
         if config.tango_host:
-            normalize_tango_host(config.tango_host)
+            tango_host_list(config.tango_host)
         for host in config.tango_hosts:
             normalize_tango_host(host)
     except ConfigError as exc:

@@ -71,3 +71,17 @@ def test_config_is_picklable_for_spawned_workers() -> None:
 
     config = Config(tango_host="a:1", tango_hosts=("a:1", "b:2"))
     assert pickle.loads(pickle.dumps(config)) == config
+
+
+def test_tango_host_with_fail_over_hosts_is_one_database() -> None:
+    config = load_config(env={"TANGO_HOST": "H1:10000,h2", "MTANGO_TANGO_HOSTS": "h2:10000 c:3"})
+    assert config.failover_tango_hosts == ("h1:10000", "h2:10000")
+    assert config.served_tango_host == "h1:10000"
+    # Either spelling of the fail-over database is the one database, under its first host.
+    assert config.effective_tango_hosts == ("h1:10000", "c:3")
+    assert config.as_dict()["tango_hosts"] == ["h1:10000", "c:3"]
+    for bad in ("a:1,a:1", "a:1,", "a:1,b:x"):
+        with pytest.raises(ConfigError, match="TANGO_HOST|host"):
+            load_config(env={"TANGO_HOST": bad})
+    with pytest.raises(ConfigError, match="host:port"):
+        normalize_tango_host("a:1,b:2")  # one host only; lists are TANGO_HOST's business

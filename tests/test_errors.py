@@ -162,6 +162,15 @@ def test_disallowed_host_is_refused_without_connecting(mode_bridge, suffix):
     assert (tango.databases.info(), tango.devices.info(), tango.reads.executed) == before
 
 
+@pytest.mark.parametrize("host", ["a%2Cb", "a:1,b", "%3A%29"])
+def test_host_names_with_separators_are_not_allowed(mode_bridge, host):
+    """"," and ":" make no single host:port (TANGO_HOST's lists are configuration, not URLs):
+    such a name is in no allow-list, so it is refused as any other database is."""
+    _mode, bridge = mode_bridge
+    errors = assert_failure(bridge.get(f"/tango/rest/rc3/hosts/{host}/10000/devices"), 403)
+    assert reasons(errors) == ["TangoHostNotAllowed"]
+
+
 @pytest.mark.parametrize("port", ["notaport", "0", "70000", "-1"])
 def test_bad_port(mode_bridge, port):
     _mode, bridge = mode_bridge

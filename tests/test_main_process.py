@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from mtango.demo import DEMO_DEVICE
-from tests.bridge import ROOT, MainProcess, child_env, free_port, poll
+from tests.bridge import ROOT, MainProcess, child_env, free_port, http, poll
 
 OPTIONS = (
     "--host", "--port", "--workers", "--config", "--tango-host", "--tango-hosts", "--app-base",
@@ -104,6 +104,34 @@ def test_bad_configuration_stops_at_start(tmp_path, control_system):
     assert "error_status" in result.stderr
 
 
+def test_malformed_yaml_is_a_one_line_configuration_error(tmp_path) -> None:
+    config = tmp_path / "broken.yaml"
+    config.write_text("port: 8000\nworkers: [1, 2\n")  # an unclosed flow sequence
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--config", str(config)],
+        capture_output=True, text=True, env=child_env(TANGO_HOST="127.0.0.1:1"),
+        cwd=str(ROOT), timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("main.py: configuration error:"), lines
+    assert str(config) in lines[0] and "YAML" in lines[0]
+
+
+def test_tango_host_without_port_means_port_10000(tmp_path) -> None:
+    """Tango's own rule: ``TANGO_HOST=name`` is ``name:10000``; the banner shows that form."""
+    main = MainProcess(["--workers", "1"], child_env(TANGO_HOST="nohostport"),
+                       tmp_path / "main.log")
+    try:
+        hosts = main.wait_ready().json()
+        assert hosts == {"nohostport:10000":
+                         f"{main.base}/tango/rest/rc3/hosts/nohostport/10000"}
+        poll("the banner with the normalized host", lambda: (
+            f"{main.base}/tango/rest/rc3/hosts/nohostport/10000/devices" in main.log.read_text()))
+    finally:
+        stop_cleanly(main)
+
+
 def test_two_workers(tmp_path, control_system, proxy):
     main = MainProcess(
         ["--workers", "2"], child_env(TANGO_HOST=control_system.tango_host), tmp_path / "main.log"
@@ -131,6 +159,20 @@ def test_two_workers(tmp_path, control_system, proxy):
     finally:
         stop_cleanly(main)
     assert not port_open("127.0.0.1", main.port)
+
+
+def test_urls_are_printed_when_the_workers_answer(tmp_path, control_system):
+    """The banner is the operator's signal that the bridge serves: its URLs answer at once."""
+    main = MainProcess(
+        ["--workers", "2"], child_env(TANGO_HOST=control_system.tango_host), tmp_path / "main.log"
+    )
+    try:
+        line = poll("the URL banner", lambda: re.search(r"Tango hosts: +(\S+)",
+                                                        main.log.read_text()), timeout=60)
+        reply = http("GET", line.group(1))  # once, no retry: it must answer now
+        assert reply.status == 200 and control_system.tango_host in reply.json()
+    finally:
+        stop_cleanly(main)
 
 
 def test_configuration_layers(tmp_path, control_system):
@@ -171,7 +213,8 @@ def test_demo_without_tango_host(tmp_path):
         db_host, db_port = tango_host.rsplit(":", 1)
         assert host_url == f"{main.base}/tango/rest/rc3/hosts/{db_host}/{db_port}"
 
-        output = main.log.read_text()
+        output = poll("the URL banner", lambda: "Swagger UI:" in main.log.read_text()
+                      and main.log.read_text())
         assert "embedded demo" in output
         for url in (f"{main.base}/tango/rest", f"{main.base}/tango/rest/rc3/hosts",
                     f"{main.base}/tango/rest/rc3/hosts/{db_host}/{db_port}/devices/{DEMO_DEVICE}"):

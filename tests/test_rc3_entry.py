@@ -6,9 +6,12 @@ from the bridge itself.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from mtango.demo import DEMO_DEVICE
+from tests.bridge import ROOT
 
 
 def _db_devices(control_system, wildcard: str) -> list[str]:
@@ -29,6 +32,13 @@ def test_api_versions(bridge):
     assert body == {"rc3": f"{bridge.base}/tango/rest/rc3", "sys": f"{bridge.base}/tango/rest/sys"}
     for url in body.values():
         assert bridge.get(_path(bridge, url)).status == 200
+
+
+def test_readme_names_every_link_of_the_api_root(bridge):
+    """The README's rc3 table says what ``/tango/rest`` answers: the same keys as the answer."""
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines()
+               if line.startswith("| `/tango/rest` |"))
+    assert set(re.findall(r'"(\w+)": url', row)) == set(bridge.get("/tango/rest").json()), row
 
 
 def test_rc3_root(bridge):
@@ -204,3 +214,23 @@ def test_filter_and_range_together(bridge, control_system, host_path):
 def test_every_response_has_the_x_mtango_header(bridge, host_path, path):
     reply = bridge.get(path.format(host=host_path))
     assert reply.headers["x-mtango"].startswith("mtango-bridge ")
+
+
+def test_demo_lists_only_devices_it_serves(tmp_path):
+    """The stock entries pytango-db registers (TangoTest/test, TangoAccessControl/1) run nowhere
+    in the demo: it lists only devices that answer, each with a real state."""
+    from mtango.config import Config
+    from mtango.demo import start_tango_demo
+    from tests.bridge import InProcessBridge
+
+    demo = start_tango_demo(tmp_path)
+    running = InProcessBridge(Config(tango_host=demo.tango_host, tango_timeout_ms=2000)).start()
+    try:
+        prefix = f"/tango/rest/rc3/hosts/{demo.db_host}/{demo.db_port}"
+        names = [d["name"] for d in running.get(f"{prefix}/devices").json()]
+        assert DEMO_DEVICE in names and "sys/database/2" in names
+        states = {n: running.get(f"{prefix}/devices/{n}/state").json()["state"] for n in names}
+        assert "UNKNOWN" not in states.values(), states
+    finally:
+        running.stop()
+        demo.stop()

@@ -29,6 +29,8 @@ def test_config_is_the_effective_configuration(bridge, tango_host) -> None:
     assert body["app_base"] == "/tango/rest"
     assert body["error_status"] == "rc3"
     assert body["version"] == __version__
+    # The allow-list in force, not the empty default that stands for "only TANGO_HOST".
+    assert body["tango_hosts"] == [tango_host]
 
 
 def test_redaction_hides_secret_values_only() -> None:

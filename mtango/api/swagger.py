@@ -1,8 +1,9 @@
 """OpenAPI descriptions and Swagger UI, under ``/swagger``.
 
-The files in ``swagger/`` (one OpenAPI 3 document per API: ``main.yaml``, ``rc3.yaml``, ...) are
-the single source. They are written for the default ``app_base`` (``/tango/rest``); each is served
-as ``/swagger/<name>.yaml`` and ``/swagger/<name>.json`` with two changes:
+The files in ``mtango/swagger/`` (one OpenAPI 3 document per API: ``main.yaml``, ``rc3.yaml``,
+...; the repository's ``swagger/`` links there) are the single source. They are written for the
+default ``app_base`` (``/tango/rest``); each is served as ``/swagger/<name>.yaml`` and
+``/swagger/<name>.json`` with two changes:
 
 - ``servers`` URLs under ``/tango/rest`` follow the configured ``app_base``. They stay relative to
   the server that answered, so "Try it out" calls the bridge that served the page.
@@ -28,13 +29,15 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from mtango.api.common import Route, make_blueprint
-from mtango.config import Config, normalize_tango_host
+from mtango.config import Config
 from mtango.errors import not_found
 
 log = logging.getLogger("mtango")
-SWAGGER_DIR = Path(__file__).resolve().parents[2] / "swagger"
+# Package data, so that an installed wheel serves them; the repository's top-level swagger/ is a
+# link to this directory (where the layout and the README say the descriptions are).
+SWAGGER_DIR = Path(__file__).resolve().parents[1] / "swagger"
 PREFIX = "/swagger"
-# The app_base the files in swagger/ are written for (conf.py's default).
+# The app_base the files in swagger/ are written for (the default in mtango/defaults.py).
 SPEC_APP_BASE = "/tango/rest"
 ASSETS = {
     "swagger-ui.css": "text/css; charset=utf-8",
@@ -60,8 +63,7 @@ def served_document(document: dict[str, Any], config: Config) -> dict[str, Any]:
         if url == SPEC_APP_BASE or url.startswith(SPEC_APP_BASE + "/"):
             server["url"] = config.app_base + url[len(SPEC_APP_BASE):]
     hosts = sorted(config.allowed_tango_hosts)
-    first = normalize_tango_host(config.tango_host) if config.tango_host else None
-    first = first or (hosts[0] if hosts else None)
+    first = config.served_tango_host or (hosts[0] if hosts else None)
     parameters = doc.get("components", {}).get("parameters", {})
     if first and {"host", "port"} <= parameters.keys():
         host, port = first.rsplit(":", 1)

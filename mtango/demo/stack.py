@@ -194,8 +194,14 @@ def _project_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def start_database(workdir: Path | None = None, timeout: float = 30.0) -> ControlSystem:
-    """Start PyDatabaseds (sqlite in memory) on a free loopback port and wait until it answers."""
+def start_database(
+    workdir: Path | None = None, timeout: float = 30.0, database: str = ":memory:"
+) -> ControlSystem:
+    """Start PyDatabaseds on a free loopback port and wait until it answers.
+
+    ``database`` is its sqlite file (in memory by default); two database servers given the same
+    file are one Tango database reachable through two hosts (Tango's fail-over form).
+    """
     import tango
 
     workdir = workdir or Path(tempfile.mkdtemp(prefix="mtango-stack-"))
@@ -204,7 +210,7 @@ def start_database(workdir: Path | None = None, timeout: float = 30.0) -> Contro
     managed = spawn(
         "databaseds",
         [*command, "--port", "0", "--host", LOOPBACK, "--print-host-port", "2"],
-        clean_env(PYTANGO_DATABASE_NAME=":memory:"),
+        clean_env(PYTANGO_DATABASE_NAME=database),
         workdir,
     )
     process = managed.process
@@ -223,7 +229,26 @@ def start_database(workdir: Path | None = None, timeout: float = 30.0) -> Contro
         raise
     system = ControlSystem(LOOPBACK, port, workdir, [managed])
     atexit.register(system.stop)
+    try:
+        remove_stock_servers(system.database())
+    except Exception:
+        system.stop()
+        raise
     return system
+
+
+# What pytango-db's fresh database registers besides itself: a TangoTest and an access-control
+# server that nothing here runs (listed, they only ever answer API_CantConnectToDevice). The
+# stack keeps the database's own devices (sys/database/2, dserver/DataBaseds/2) and adds its own.
+STOCK_SERVERS = ("TangoTest/test", "TangoAccessControl/1")
+
+
+def remove_stock_servers(db) -> None:
+    """Delete the stock servers and their devices (the dserver/... ones included)."""
+    registered = set(db.get_server_list("*"))
+    for server in STOCK_SERVERS:
+        if server in registered:
+            db.delete_server(server)
 
 
 def free_port(host: str = LOOPBACK, udp: bool = False, attempts: int = 50) -> int:

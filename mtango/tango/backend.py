@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
@@ -179,6 +180,18 @@ class TangoBackend:
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(self.config.tango_threads, thread_name_prefix="tango")
+        if self.failover:
+            # PyTango fails over to the next host only for the TANGO_HOST of the process: in
+            # tango.Database() and in device names without a host, both of which read it (checked
+            # with PyTango 10.3: tango.Database(h, p) and tango://h1:p1,h2:p2/... stay on the first
+            # host). Set here, in the worker, before its first Tango call.
+            os.environ["TANGO_HOST"] = ",".join(self.config.failover_tango_hosts)
+
+    @property
+    def failover(self) -> str:
+        """The key of the database with fail-over hosts (TANGO_HOST's first host), or ``""``."""
+        hosts = self.config.failover_tango_hosts
+        return hosts[0] if len(hosts) > 1 else ""
 
     def close(self) -> None:
         if self._executor is not None:
@@ -196,10 +209,12 @@ class TangoBackend:
         """Validate a database named in a URL; refuse what is not allowed, before connecting."""
         if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise bad_request(f"port {port!r} is not a TCP port number", "BadPort")
-        try:
-            key = normalize_tango_host(f"{host}:{port}")
-        except ConfigError as exc:
-            raise bad_request(str(exc), "BadHost") from exc
+        key = ""  # a host name with "," or ":" is in no allow-list: refused like any other
+        if not any(c in ",:" for c in host):
+            try:
+                key = self.config.canonical_tango_host(normalize_tango_host(f"{host}:{port}"))
+            except ConfigError as exc:
+                raise bad_request(str(exc), "BadHost") from exc
         if key not in self.allowed_hosts:
             raise forbidden(
                 f"Tango host {host}:{port} is not in this bridge's allow-list (tango_hosts)",
@@ -209,9 +224,7 @@ class TangoBackend:
 
     def hosts(self) -> list[str]:
         """Allowed databases, the configured TANGO_HOST first."""
-        first = normalize_tango_host(self.config.tango_host) if self.config.tango_host else None
-        rest = sorted(h for h in self.allowed_hosts if h != first)
-        return ([first] if first else []) + rest
+        return list(self.config.effective_tango_hosts)
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -254,8 +267,11 @@ class TangoBackend:
 
     async def database(self, host: str) -> tango.Database:
         def build() -> tango.Database:
-            name, port = host.rsplit(":", 1)
-            db = tango.Database(name, int(port))
+            if host == self.failover:
+                db = tango.Database()  # TANGO_HOST, every host of it (see start)
+            else:
+                name, port = host.rsplit(":", 1)
+                db = tango.Database(name, int(port))
             db.set_timeout_millis(self.config.tango_timeout_ms)
             self._db_names[host] = db.dev_name()
             return db
@@ -266,7 +282,9 @@ class TangoBackend:
         key = (host, device.lower())
 
         def build() -> tango.DeviceProxy:
-            proxy = tango.DeviceProxy(f"tango://{host}/{device}")
+            # Without a host, the name is looked up through TANGO_HOST and its fail-over hosts.
+            name = device if host == self.failover else f"tango://{host}/{device}"
+            proxy = tango.DeviceProxy(name)
             proxy.set_timeout_millis(self.config.tango_timeout_ms)
             return proxy
 
