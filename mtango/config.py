@@ -62,6 +62,7 @@ class Config:
     epics_dead_timeout: float = _defaults.epics_dead_timeout
     epics_metadata_ttl: float = _defaults.epics_metadata_ttl
     epics_batch_max: int = _defaults.epics_batch_max
+    epics_max_searching: int = _defaults.epics_max_searching
     epics_allow: tuple[str, ...] = tuple(_defaults.epics_allow)
     epics_deny: tuple[str, ...] = tuple(_defaults.epics_deny)
 
@@ -295,6 +296,7 @@ def _epics_problems(config: Config) -> list[str]:
         "epics_read_timeout_ms",
         "epics_search_retry_ms",
         "epics_batch_max",
+        "epics_max_searching",
     ):
         if getattr(config, name) < 1:
             problems.append(f"{name} must be at least 1")

@@ -13,6 +13,7 @@ rules) before any CA traffic, reads through the shared ``ChannelPool``, converts
 | IOC answered with a CA error | 502 | ``EPICS_CA_ERROR`` |
 | name refused by the allow/deny rules | 403 | ``EPICS_PV_DENIED`` |
 | no EPICS address configured | 503 | ``EPICS_NOT_CONFIGURED`` |
+| ``epics_max_searching`` names already searched for | 503 | ``EPICS_TOO_MANY_SEARCHES`` |
 
 Reads of many PVs answer one item per name, values or FAILURE items, within one deadline.
 """
@@ -39,6 +40,7 @@ from mtango.epics.client import (
     ReadOptions,
     ReadTimeout,
     ServerError,
+    TooManySearches,
 )
 from mtango.epics.names import NameRules, check_pv_name
 from mtango.errors import ApiError, ErrorEntry, bad_request, failure_body
@@ -53,6 +55,7 @@ _ERRORS: dict[type[ChannelError], tuple[str, int]] = {
     ReadTimeout: ("EPICS_READ_TIMEOUT", 504),
     ArrayTooLarge: ("EPICS_ARRAY_TOO_LARGE", 413),
     ServerError: ("EPICS_CA_ERROR", 502),
+    TooManySearches: ("EPICS_TOO_MANY_SEARCHES", 503),
 }
 
 
@@ -104,6 +107,7 @@ class EpicsBackend:
             idle_timeout=self.config.epics_idle_timeout,
             dead_timeout=self.config.epics_dead_timeout,
             metadata_ttl=self.config.epics_metadata_ttl,
+            max_searching=self.config.epics_max_searching,
         )
         self.pool.start()
 
@@ -263,7 +267,7 @@ class EpicsBackend:
         pool = self._running_pool()
         self.check(name)
         started = time.monotonic()
-        channel = pool.channels_for([name])[0]
+        channel = self._channel(pool, name)
         body = self._cached_body(channel, options, encoding, started)
         if body is None:
             outcome = (await self._read([channel], options, encoding, started,
@@ -286,7 +290,7 @@ class EpicsBackend:
         """``GET pvs/{pv}/info``: control metadata (units, limits, enum strings, access)."""
         pool = self._running_pool()
         self.check(name)
-        channel = pool.channels_for([name])[0]
+        channel = self._channel(pool, name)
         control = await self._control(channel, time.monotonic() + self.span)
         return self._info_body(channel, control)
 
@@ -304,7 +308,7 @@ class EpicsBackend:
     async def full(self, name: str, options: ReadOptions, encoding: str = "json") -> dict:
         """``GET pvs/{pv}``: value, time, alarm and metadata in one object."""
         value = await self.value(name, options, encoding)
-        channel = self._running_pool().channels_for([name])[0]
+        channel = self._channel(self._running_pool(), name)
         control = await self._control(channel, time.monotonic() + self.span)
         return convert.full_object(value, self._info_body(channel, control))
 
@@ -329,6 +333,12 @@ class EpicsBackend:
                 valid.append(self.check(name))
             except ApiError as exc:
                 results[name] = failure_body(exc.entries, name=name, connected=False)
+        refused = pool.refused(valid)
+        if refused:
+            for name in refused:
+                error = api_error(pool.too_many_searches(), name)
+                results[name] = failure_body(error.entries, name=name, connected=False)
+            valid = [n for n in valid if n not in refused]
         slow = []
         for channel in pool.channels_for(valid):
             body = self._cached_body(channel, options, encoding, started)
@@ -341,6 +351,12 @@ class EpicsBackend:
             for channel, outcome in outcomes.items():
                 results[channel.name] = self._item(channel, outcome)
         return [results[name] for name in names]
+
+    @staticmethod
+    def _channel(pool: ChannelPool, name: str) -> Channel:
+        if pool.refused([name]):
+            raise api_error(pool.too_many_searches(), name)
+        return pool.channels_for([name])[0]
 
     def _item(self, channel: Channel, outcome: Any) -> dict[str, Any]:
         if isinstance(outcome, dict):
