@@ -252,9 +252,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 demo.stop()
                 raise
             config = config.replace(epics_ca_addr_list=(ioc.address,))
+    supervisor = None
+    if demo is not None:
+        from mtango.demo.stack import Supervisor
+
+        supervisor = Supervisor(demo, [ioc] if ioc is not None else []).start()
     try:
         serve(config, partial(print_urls, config, demo is not None, ioc is not None))
     finally:
+        if supervisor is not None:
+            supervisor.stop()
         if ioc is not None:
             ioc.stop()
         if demo is not None:

@@ -3,6 +3,7 @@ back, health, the allow/deny rules, bad input, oversized arrays, no EPICS config
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -254,3 +255,29 @@ def test_an_ioc_that_hangs_does_not_break_the_bridge(caproto_ioc):
     finally:
         running.stop()
         hung.close()
+
+
+def test_health_sees_a_frozen_ioc(tmp_path):
+    """A frozen IOC (SIGSTOP) still has its TCP connections accepted by the kernel: the health
+    check must speak CA (an echo) to tell, and see the IOC back once it answers again."""
+    from mtango.demo.ioc import start_ioc
+
+    ioc = start_ioc("caproto", prefix="frz:", workdir=tmp_path)
+    bridge = InProcessBridge(Config(
+        epics_ca_addr_list=(ioc.address,), epics_connect_timeout_ms=EPICS_TIMEOUT_MS,
+        epics_read_timeout_ms=EPICS_TIMEOUT_MS)).start()
+    try:
+        assert bridge.get(f"{V1}/health").status == 200
+        os.kill(ioc.managed.process.pid, signal.SIGSTOP)
+        try:
+            health = poll("health 503", lambda: (h := bridge.get(f"{V1}/health")).status == 503
+                          and h)
+            (address,) = health.json()["addresses"]
+            assert address["reachable"] is False
+            assert "echo" in address["error"]
+        finally:
+            os.kill(ioc.managed.process.pid, signal.SIGCONT)
+        poll("health 200 again", lambda: bridge.get(f"{V1}/health").status == 200)
+    finally:
+        bridge.stop()
+        ioc.stop()

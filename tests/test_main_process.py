@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -315,3 +316,30 @@ def test_main_process_log_lines_appear_once(tmp_path, control_system):
     lines = main.log.read_text(errors="replace").splitlines()
     for text in ("Received signal SIGTERM", "Server Stopped"):
         assert sum(text in line for line in lines) == 1, "\n".join(lines)
+
+
+def test_demo_children_that_die_are_reaped_and_started_again(tmp_path):
+    """A crashed demo device server or IOC is neither left a zombie nor gone for good."""
+    main = MainProcess(["--workers", "1"], child_env(), tmp_path / "demo.log")
+    try:
+        (tango_host, _), = main.wait_ready(timeout=90).json().items()
+        db_host, db_port = tango_host.rsplit(":", 1)
+        state_path = f"/tango/rest/rc3/hosts/{db_host}/{db_port}/devices/{DEMO_DEVICE}/state"
+        pv_path = "/epics/rest/v1/pvs/demo:double/value"
+        assert main.get(state_path).json()["state"] == "ON"
+        assert main.get(pv_path).status == 200
+        children = {pid: _cmdline(pid) for pid in descendants(main.process.pid)}
+        victims = [pid for pid, cmd in children.items()
+                   if "mtango.demo.tangotest" in cmd or "mtango.demo.ioc" in cmd]
+        assert len(victims) == 2, children
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        poll("killed children reaped (no zombie left)",
+             lambda: not [p for p in victims if Path(f"/proc/{p}").exists()], timeout=20)
+        poll("the device answers again",
+             lambda: main.get(state_path).json().get("state") == "ON", timeout=60)
+        poll("the PV answers again", lambda: main.get(pv_path).status == 200, timeout=60)
+        restarted = {pid: _cmdline(pid) for pid in descendants(main.process.pid)}
+        assert len([c for c in restarted.values() if "mtango.demo.tangotest" in c]) == 1
+    finally:
+        main.stop()

@@ -9,6 +9,7 @@ stopped by ``ControlSystem.stop`` (also registered with ``atexit``).
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import re
 import subprocess
@@ -19,8 +20,10 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 LOOPBACK = "127.0.0.1"
+log = logging.getLogger("mtango.demo")
 _DB_PORT_LINE = re.compile(rb"port=(\d+)")
 
 
@@ -194,6 +197,64 @@ def _project_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+class Supervisor:
+    """Keeps the demo running: reaps children that died and starts crashed ones again.
+
+    Without it a device server or IOC killed under the demo stayed a zombie until the bridge
+    exited, and its devices were gone for good. Device servers and the IOC are started again (the
+    devices are registered in the database already); the database itself keeps its content only
+    in memory, so its death is reported, not repaired: restart the demo then.
+    """
+
+    def __init__(self, system: ControlSystem, iocs: Iterable[Any] = (), interval: float = 1.0):
+        self.system, self.iocs, self.interval = system, list(iocs), interval
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-supervisor", daemon=True)
+        self._thread.lifelong = True  # type: ignore[attr-defined]  # see spawn()
+        self._database_reported = False
+
+    def start(self) -> Supervisor:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001 - the supervisor must outlive one failed restart
+                log.exception("demo supervisor: a restart failed; trying again")
+
+    def check(self) -> None:
+        for managed in list(self.system.processes):
+            managed.process.poll()  # reaps it when it has exited
+        database = self.system.processes[0] if self.system.processes else None
+        if database is not None and database.process.returncode is not None:
+            if not self._database_reported:
+                self._database_reported = True
+                log.error("demo: the Tango database exited (code %s); restart the demo",
+                          database.process.returncode)
+            return
+        for name, server in self.system.servers.items():
+            if self._stop.is_set():
+                return
+            if server.managed.process.poll() is not None:
+                log.warning("demo: device server %s exited (code %s); starting it again",
+                            name, server.managed.process.returncode)
+                self.system.restart_server(name)
+                self.restarts += 1
+        for ioc in self.iocs:
+            if not self._stop.is_set() and ioc.managed is not None and not ioc.running:
+                log.warning("demo: IOC %s exited (code %s); starting it again",
+                            ioc.address, ioc.managed.process.returncode)
+                ioc.restart()
+                self.restarts += 1
+
+
 def start_database(
     workdir: Path | None = None, timeout: float = 30.0, database: str = ":memory:"
 ) -> ControlSystem:
@@ -280,7 +341,10 @@ def spawn(name: str, args: list[str], env: dict[str, str], workdir: Path) -> Man
     """
     log = workdir / f"{name}.log"
     command = list(args)
-    if threading.current_thread() is threading.main_thread():
+    thread = threading.current_thread()
+    # The kernel ties the parent-death signal to the thread that started the child: only the main
+    # thread, or a thread that lives as long as the process (the Supervisor's), may give one.
+    if thread is threading.main_thread() or getattr(thread, "lifelong", False):
         command = [sys.executable, "-m", "mtango.lifeline", str(os.getpid()), "--", *command]
     with open(log, "ab") as out:
         process = subprocess.Popen(

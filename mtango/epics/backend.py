@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from typing import Any
 
@@ -62,6 +63,26 @@ _ERRORS: dict[type[ChannelError], tuple[str, int]] = {
 def api_error(exc: ChannelError, name: str) -> ApiError:
     reason, status = _ERRORS.get(type(exc), ("EPICS_CA_ERROR", 502))
     return ApiError(ErrorEntry(reason, str(exc), "ERR", f"epics:{name}"), status)
+
+
+# Channel Access messages are a 16-byte big-endian header: command, payload size, data type, data
+# count, parameter 1, parameter 2 (the CA protocol specification). VERSION (0) carries the
+# priority in the data type and the minor protocol version in the count; ECHO (23) is empty.
+_CA_HEADER = struct.Struct(">HHHHII")
+_CA_VERSION, _CA_ECHO, _CA_MINOR_VERSION = 0, 23, 13
+
+
+async def _ca_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Send VERSION + ECHO on a new circuit; return when the server's ECHO comes back."""
+    writer.write(_CA_HEADER.pack(_CA_VERSION, 0, 0, _CA_MINOR_VERSION, 0, 0)
+                 + _CA_HEADER.pack(_CA_ECHO, 0, 0, 0, 0, 0))
+    await writer.drain()
+    while True:
+        command, size, *_ = _CA_HEADER.unpack(await reader.readexactly(_CA_HEADER.size))
+        if size:
+            await reader.readexactly(size)
+        if command == _CA_ECHO:
+            return
 
 
 def _is_broadcast(host: str) -> bool:
@@ -382,11 +403,13 @@ class EpicsBackend:
         return body, 200 if reachable else 503
 
     async def _addresses_state(self) -> list[dict[str, Any]]:
-        """Can each configured unicast address be reached on its CA port (TCP connect)?
+        """Does a CA server answer at each configured unicast address?
 
-        CA servers listen for TCP on their search port (rsrv and caproto alike). Broadcast
-        addresses cannot be probed this way and report ``null``. Results are reused briefly so a
-        busy health check does not hammer the IOCs.
+        CA servers listen for TCP on their search port (rsrv and caproto alike). A TCP connect
+        alone is not enough: a frozen IOC (SIGSTOP) still has its connections accepted by the
+        kernel. So the probe speaks CA: a VERSION and an ECHO request, and the server must echo
+        within the deadline. Broadcast addresses cannot be probed this way and report ``null``.
+        Results are reused briefly so a busy health check does not hammer the IOCs.
         """
         at, found = self._probed
         if found and time.monotonic() - at < HEALTH_PROBE_TTL:
@@ -397,12 +420,21 @@ class EpicsBackend:
             state: dict[str, Any] = {"address": f"{host}:{port}", "reachable": None}
             if _is_broadcast(host):
                 return state
+            writer = None
             try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-            except (OSError, asyncio.TimeoutError) as exc:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), timeout)
+                await asyncio.wait_for(_ca_echo(reader, writer), timeout)
+            except asyncio.TimeoutError:
+                state.update(reachable=False, error=f"no answer to a CA echo within "
+                             f"{timeout * 1000:.0f} ms")
+                return state
+            except (OSError, asyncio.IncompleteReadError) as exc:
                 state.update(reachable=False, error=str(exc) or type(exc).__name__)
                 return state
-            writer.close()
+            finally:
+                if writer is not None:
+                    writer.close()
             state["reachable"] = True
             return state
 
