@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mtango.demo.ioc import start_ioc  # noqa: E402
-from tests.bridge import MainProcess, child_env  # noqa: E402
+from tests.bridge import MainProcess, child_env, poll  # noqa: E402
 
 DEAD_TIMEOUT = 2.0
 
@@ -51,9 +51,7 @@ def channels(bridge: MainProcess) -> int:
 
 
 def settle(bridge: MainProcess) -> None:
-    deadline = time.monotonic() + 120
-    while channels(bridge) > 2 and time.monotonic() < deadline:  # the two known PVs stay
-        time.sleep(0.5)
+    poll("unknown names given up", lambda: channels(bridge) <= 2, timeout=120)  # 2 known PVs stay
     time.sleep(2 * DEAD_TIMEOUT)  # the reap after the last release collects
 
 

@@ -66,7 +66,7 @@ class Prober:
                 except OSError as exc:  # a probe left unanswered: the loop is stalled
                     status = type(exc).__name__
                 self.outcomes.append((path, time.monotonic() - started, status))
-            time.sleep(0.05)
+            self._stop.wait(0.05)  # pacing between rounds, ended at once by __exit__
 
     def __enter__(self) -> Prober:
         self._thread.start()
