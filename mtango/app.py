@@ -25,15 +25,19 @@ from sanic_cors import CORS
 from mtango import __version__
 from mtango.api import epics as epics_api
 from mtango.api import main as main_api
-from mtango.api import ops, rc3, swagger
+from mtango.api import ops, rc3, subscriptions, swagger
 from mtango.api import sys as sys_api
 from mtango.api.common import check_url, json_response
 from mtango.config import Config
 from mtango.epics.backend import EpicsBackend
 from mtango.epics.names import MAX_NAME_LENGTH
 from mtango.errors import ApiError, ErrorEntry, failure_body, from_unexpected
+from mtango.live.handoff import Handoff
+from mtango.live.hub import Hub
+from mtango.live.subscriptions import SubscriptionStore
 from mtango.stats import Metrics
 from mtango.tango.backend import TangoBackend
+from mtango.tango.events import TangoEvents
 from mtango.worker import CleanOrders, Worker, run_dir
 
 log = logging.getLogger("mtango")
@@ -141,8 +145,8 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
             "CORS_SUPPORTS_CREDENTIALS": True,
             "CORS_ORIGINS": list(config.cors_origins) or "*",
             "CORS_ALLOW_HEADERS": ["Authorization", "Content-Type", "Accept", "X-Requested-With"],
-            "CORS_METHODS": ["GET", "HEAD", "OPTIONS", "POST"],
-            "CORS_EXPOSE_HEADERS": ["Content-Range", "x-mtango"],
+            "CORS_METHODS": ["GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE"],
+            "CORS_EXPOSE_HEADERS": ["Content-Range", "x-mtango", "x-mtango-from-events", "Last-Modified"],
             "CORS_MAX_AGE": 600,
         }
     )
@@ -152,6 +156,7 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
     app.blueprint(sys_api.blueprint(config.app_base))
     app.blueprint(swagger.blueprint(config))
     app.blueprint(epics_api.blueprint())
+    app.blueprint(subscriptions.blueprint())
     app.blueprint(ops.blueprint())
 
     @app.before_server_start
@@ -162,11 +167,21 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
         tango.devices.observe(metrics.cache_observer("devices"))
         tango.attributes.observe(metrics.cache_observer("attributes"))
         tango.start()
+        # Tango events and caproto callbacks reach this loop through one hand-off.
+        handoff = Handoff(asyncio.get_running_loop())
         # One caproto client context per worker, created here, after the fork.
         epics = EpicsBackend(config)
-        epics.start()
-        app.ctx.metrics, app.ctx.tango, app.ctx.epics = metrics, tango, epics
-        app.ctx.worker = Worker(metrics, CleanOrders(run_dir()), tango, epics)
+        epics.start(handoff)
+        tango_events = TangoEvents(tango, handoff, config.tango_poll_ms)
+        hub = Hub({"tango": tango_events}, config.events_linger_s)
+        tango_events.bind(hub)
+        app.ctx.metrics, app.ctx.tango, app.ctx.epics, app.ctx.hub = metrics, tango, epics, hub
+        directory = run_dir()
+        app.ctx.subscriptions = SubscriptionStore(directory)
+        app.ctx.streams = set()
+        app.ctx.worker = Worker(metrics, CleanOrders(directory), tango, epics, hub=hub,
+                                subscriptions=app.ctx.subscriptions, streams=app.ctx.streams,
+                                config=config)
         app.ctx.worker.start()
         # Everything alive now (modules, routes, backends) lives as long as the worker: out of the
         # cycle collector's sight. Its full collections then cost a few ms instead of about 50
@@ -183,6 +198,7 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
         worker = getattr(app.ctx, "worker", None)
         if worker is not None:
             await worker.stop()
+            worker.hub.close()
             worker.tango.close()
             await worker.epics.close()
 

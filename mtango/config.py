@@ -43,6 +43,12 @@ class Config:
     tango_threads: int = _defaults.tango_threads
     tango_calls_per_device: int = _defaults.tango_calls_per_device
     history_depth: int = _defaults.history_depth
+    tango_poll_ms: int = _defaults.tango_poll_ms
+    tango_max_age_ms: int = _defaults.tango_max_age_ms
+    events_linger_s: float = _defaults.events_linger_s
+    events_queue_size: int = _defaults.events_queue_size
+    subscription_idle_s: float = _defaults.subscription_idle_s
+    sse_heartbeat_s: float = _defaults.sse_heartbeat_s
     device_cache_size: int = _defaults.device_cache_size
     attribute_cache_size: int = _defaults.attribute_cache_size
     attribute_cache_ttl: float = _defaults.attribute_cache_ttl
@@ -267,9 +273,15 @@ def validate(config: Config) -> Config:
         problems.append("workers must be at least 1")
     if config.error_status not in ERROR_STATUS_MODES:
         problems.append(f"error_status must be one of {', '.join(ERROR_STATUS_MODES)}")
-    for name in ("tango_timeout_ms", "tango_threads", "tango_calls_per_device", "history_depth"):
+    for name in ("tango_timeout_ms", "tango_threads", "tango_calls_per_device", "history_depth",
+                 "tango_poll_ms", "events_queue_size"):
         if getattr(config, name) < 1:
             problems.append(f"{name} must be at least 1")
+    if config.tango_max_age_ms < 0:
+        problems.append("tango_max_age_ms must not be negative")
+    for name in ("events_linger_s", "subscription_idle_s", "sse_heartbeat_s"):
+        if not getattr(config, name) > 0:
+            problems.append(f"{name} must be positive")
     for name in ("device_cache_size", "attribute_cache_size"):
         if getattr(config, name) < 1:
             problems.append(f"{name} must be at least 1")

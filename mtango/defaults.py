@@ -39,6 +39,25 @@ tango_calls_per_device = 4
 # Depth of attribute/command history returned when the request does not say.
 history_depth = 10
 
+# Live values (Tango events, long polling, subscriptions over Server-Sent Events)
+# Period (milliseconds) at which the bridge reads an attribute itself when it has no Tango event of
+# the kind asked for (not polled by Tango, no change criteria): one read per device and period.
+tango_poll_ms = 1000
+# A value read may be answered from the attribute's live subscription when its latest event is at
+# most this old (milliseconds; a healthy change-event subscription counts as current whatever its
+# age). 0: every read asks the device, as rc3 does. Requests override it: ?max_age=ms, ?fresh=1.
+tango_max_age_ms = 0
+# Seconds an upstream subscription nobody listens to is kept (a page reload finds it still there).
+events_linger_s = 10.0
+# Events waiting per client (stream or long poll) before newer ones replace older ones of the same
+# attribute; a client that stops reading holds at most this many plus one per attribute.
+events_queue_size = 256
+# Seconds an mTango subscription (/tango/subscriptions) lives with its event stream closed (the
+# Java server swept them every 30 minutes), and seconds between heartbeats on an open stream
+# (proxies close connections idle for 60 s by default: nginx's proxy_read_timeout).
+subscription_idle_s = 60.0
+sse_heartbeat_s = 15.0
+
 # Caches (entries). Proxies are cheap to keep and costly (about 1 ms) to build.
 device_cache_size = 256
 attribute_cache_size = 2048

@@ -81,6 +81,19 @@ class Metrics:
         self.subscriptions = Gauge(
             "mtango_epics_subscriptions", "EPICS subscriptions (monitors)", ["worker"],
             multiprocess_mode="liveall", registry=reg)
+        self.live_counters = Counter(
+            "mtango_live_events", "Live values: events received from upstream (events), of "
+            "which failures (errors), put into clients' queues (deliveries), replaced in a full "
+            "queue by a newer one (coalesced)", ["worker", "kind"], registry=reg)
+        self.live_upstreams = Gauge(
+            "mtango_live_upstreams", "Upstream subscriptions (Tango events or bridge polling)",
+            ["worker"], multiprocess_mode="liveall", registry=reg)
+        self.live_listeners = Gauge(
+            "mtango_live_listeners", "Listeners of upstream subscriptions (streams, long polls)",
+            ["worker"], multiprocess_mode="liveall", registry=reg)
+        self.live_streams = Gauge(
+            "mtango_live_streams", "Open event streams", ["worker"],
+            multiprocess_mode="liveall", registry=reg)
         self.clean_generation = Gauge(
             "mtango_clean_generation", "Last cache clean this worker carried out",
             ["worker", "cache"], multiprocess_mode="liveall", registry=reg)

@@ -7,13 +7,17 @@ ten times a second and empties its cache when one has moved, then reports the ge
 carried out (``mtango_clean_generation``) so the answering worker can wait until all have.
 
 The same task copies figures that are cheaper to sample than to count (EPICS channel states,
-reads served from monitors, process resources) into the shared metrics.
+reads served from monitors, live-value counters, process resources) into the shared metrics,
+writes this worker's upstream subscriptions to ``live-<worker>.json`` for ``/sys/subscriptions``,
+tells this worker's event streams when mTango subscriptions changed on disk, and sweeps
+subscriptions idle for ``subscription_idle_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import logging
 import os
 import tempfile
@@ -22,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mtango.live.hub import Hub
+from mtango.live.subscriptions import SubscriptionStore
 from mtango.stats import CACHES, Metrics
 
 log = logging.getLogger("mtango")
@@ -71,11 +77,20 @@ class CleanOrders:
 class Worker:
     """One worker's metrics, the clear functions of its caches, and its upkeep task."""
 
-    def __init__(self, metrics: Metrics, orders: CleanOrders, tango: Any, epics: Any) -> None:
+    def __init__(self, metrics: Metrics, orders: CleanOrders, tango: Any, epics: Any,
+                 hub: Hub | None = None, subscriptions: SubscriptionStore | None = None,
+                 streams: set[Any] | None = None, config: Any = None) -> None:
         self.metrics = metrics
         self.orders = orders
         self.tango = tango
         self.epics = epics
+        self.hub = hub
+        self.subscriptions = subscriptions
+        self.streams: set[Any] = streams if streams is not None else set()
+        self.config = config
+        self._subscriptions_seen = subscriptions.generation() if subscriptions else 0
+        self._live_seen = {"events": 0, "errors": 0, "deliveries": 0, "coalesced": 0}
+        self._live_written = b""
         self._clear: dict[str, Callable[[], Any]] = {
             "devices": tango.clear_devices,
             "attributes": tango.attributes.clear,
@@ -109,6 +124,51 @@ class Worker:
                 self._seen[cache] = generation
                 self.metrics.clean_generation.labels(self.metrics.worker, cache).set(generation)
 
+    def watch_subscriptions(self) -> None:
+        """Tell this worker's streams when any mTango subscription changed on disk."""
+        if self.subscriptions is None:
+            return
+        generation = self.subscriptions.generation()
+        if generation != self._subscriptions_seen:
+            self._subscriptions_seen = generation
+            for stream in self.streams:
+                stream.mark_stale()
+
+    def live_figures(self) -> dict[str, Any]:
+        """This worker's upstream subscriptions and counters (the part of /sys/subscriptions)."""
+        hub = self.hub
+        assert hub is not None
+        upstreams = hub.describe()
+        return {
+            "worker": self.metrics.worker,
+            "pid": os.getpid(),
+            "upstreams": upstreams,
+            "listeners": sum(u["listeners"] for u in upstreams),
+            "streams": len(self.streams),
+            **vars(hub.stats),
+        }
+
+    def publish_live(self) -> None:
+        """Write ``live-<worker>.json`` (when it changed) and copy live counters to metrics."""
+        if self.hub is None:
+            return
+        figures = self.live_figures()
+        data = json.dumps(figures).encode()
+        if data != self._live_written:
+            path = self.orders.directory / f"live-{self.metrics.worker}.json"
+            temporary = path.with_suffix(".tmp")
+            temporary.write_bytes(data)
+            os.replace(temporary, path)
+            self._live_written = data
+        m = self.metrics
+        for key in self._live_seen:
+            delta, self._live_seen[key] = figures[key] - self._live_seen[key], figures[key]
+            if delta > 0:
+                m.live_counters.labels(m.worker, key).inc(delta)
+        m.live_upstreams.labels(m.worker).set(len(figures["upstreams"]))
+        m.live_listeners.labels(m.worker).set(figures["listeners"])
+        m.live_streams.labels(m.worker).set(figures["streams"])
+
     def sample(self, full: bool = False) -> None:
         """Copy EPICS figures (and, when ``full``, channel states and process figures)."""
         figures = self.epics.figures(full)
@@ -131,6 +191,9 @@ class Worker:
                 self.metrics.subscriptions.labels(self.metrics.worker).set(figures["subscriptions"])
         if full:
             self.metrics.sample_process()
+            self.publish_live()
+            if self.subscriptions is not None and self.config is not None:
+                self.subscriptions.sweep(self.config.subscription_idle_s)
 
     async def _upkeep(self) -> None:
         next_full = time.monotonic() + SAMPLE_INTERVAL
@@ -138,6 +201,7 @@ class Worker:
             await asyncio.sleep(ORDERS_INTERVAL)
             try:
                 self.carry_out_orders()
+                self.watch_subscriptions()
                 full = time.monotonic() >= next_full
                 if full:
                     next_full = time.monotonic() + SAMPLE_INTERVAL

@@ -8,6 +8,7 @@ and answers once they all have.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from typing import Any
@@ -52,6 +53,7 @@ async def root(request: Request) -> HTTPResponse:
     body = {
         "stats": _url(request, "stats"),
         "config": _url(request, "config"),
+        "subscriptions": _url(request, "subscriptions"),
         "cache": {c: _url(request, "cache", c) for c in stats.CACHES},
         "clean": {c: _url(request, "clean", c) for c in stats.CACHES},
         "gc": [_url(request, "clean", c) for c in stats.CACHES],
@@ -95,10 +97,37 @@ async def clean(request: Request, cache: str) -> HTTPResponse:
     return HTTPResponse(status=204)
 
 
+async def subscriptions(request: Request) -> HTTPResponse:
+    """Every upstream subscription of every worker, with totals and a per-worker breakdown."""
+    worker = request.app.ctx.worker
+    worker.publish_live()  # this worker's figures as of now; the others' are at most 1 s old
+    metrics: stats.Metrics = request.app.ctx.metrics
+    live = set(stats.workers(metrics.collect())) | {metrics.worker}
+    upstreams: list[dict[str, Any]] = []
+    per_worker: dict[str, dict[str, Any]] = {}
+    for path in sorted(worker.orders.directory.glob("live-*.json")):
+        try:
+            figures = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        name = figures.pop("worker", path.stem[5:])
+        if name not in live:
+            continue
+        found = figures.pop("upstreams")
+        upstreams.extend({**u, "worker": name} for u in found)
+        per_worker[name] = {"upstreams": len(found), **figures}
+    totals = {key: sum(w[key] for w in per_worker.values())
+              for key in ("upstreams", "listeners", "streams", "events", "errors", "deliveries",
+                          "coalesced")}
+    totals["subscriptions"] = len(request.app.ctx.subscriptions.ids())
+    return respond(request, {"upstreams": upstreams, "totals": totals, "workers": per_worker})
+
+
 ROUTES = [
     Route("", root, "sys_root"),
     Route("/config", config, "sys_config"),
     Route("/stats", stats_, "sys_stats"),
+    Route("/subscriptions", subscriptions, "sys_subscriptions"),
     Route("/cache/<cache>", cache, "sys_cache"),
     Route("/clean/<cache>", clean, "sys_clean"),
 ]

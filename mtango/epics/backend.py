@@ -45,6 +45,7 @@ from mtango.epics.client import (
 )
 from mtango.epics.names import NameRules, check_pv_name
 from mtango.errors import ApiError, ErrorEntry, bad_request, failure_body
+from mtango.live.handoff import Handoff
 
 log = logging.getLogger("mtango.epics")
 
@@ -115,8 +116,10 @@ class EpicsBackend:
             addresses += [(a, port) for a in found if (a, port) not in addresses]
         return addresses
 
-    def start(self) -> None:
-        """Create the worker's CA client, unless EPICS is not configured (then it sends nothing)."""
+    def start(self, handoff: Handoff | None = None) -> None:
+        """Create the worker's CA client, unless EPICS is not configured (then it sends nothing).
+
+        ``handoff`` is the worker's way from other threads to its loop (see Handoff)."""
         if not self.config.epics_configured:
             return
         self.pool = ChannelPool(
@@ -130,7 +133,7 @@ class EpicsBackend:
             metadata_ttl=self.config.epics_metadata_ttl,
             max_searching=self.config.epics_max_searching,
         )
-        self.pool.start()
+        self.pool.start(handoff)
 
     async def close(self) -> None:
         pool, self.pool = self.pool, None

@@ -30,7 +30,6 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from caproto.threading.client import PV, Batch, CallbackHandler, Context, Shared
 
 from mtango.epics.convert import ELEMENT_BYTES, Reading, enum_labels
 from mtango.epics.names import is_long_string
+from mtango.live.handoff import Handoff
 
 log = logging.getLogger("mtango.epics")
 
@@ -457,9 +457,7 @@ class ChannelPool:
         self.stats = PoolStats()
         self.context: Context | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._inbox: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
-        self._inbox_lock = threading.Lock()
-        self._wake_pending = False
+        self._handoff: Handoff | None = None
         self._reaper: asyncio.Task | None = None
         self._last_kick = 0.0
         self._outbox: dict[Any, list[tuple[Channel, str, int | None, asyncio.Future]]] = {}
@@ -473,9 +471,13 @@ class ChannelPool:
 
     # -- life cycle ------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Create the caproto context; call from the worker's running event loop (after fork)."""
+    def start(self, handoff: Handoff | None = None) -> None:
+        """Create the caproto context; call from the worker's running event loop (after fork).
+
+        ``handoff`` is the worker's one way from other threads to the loop (Tango events use it
+        too); a pool of its own is made when none is given."""
         self._loop = asyncio.get_running_loop()
+        self._handoff = handoff or Handoff(self._loop)
         self.context = self._new_context()
         self._reaper = self._loop.create_task(self._reap_forever())
 
@@ -507,28 +509,9 @@ class ChannelPool:
     # -- caproto threads -> event loop -----------------------------------------------------------
 
     def post(self, job: Callable[..., Any], *args: Any) -> None:
-        """Run ``job(*args)`` on the event loop; callable from any thread, wakes the loop once
-        for however many jobs are waiting."""
-        with self._inbox_lock:
-            self._inbox.append((job, args))
-            if self._wake_pending:
-                return
-            self._wake_pending = True
-        try:
-            self._loop.call_soon_threadsafe(self._drain)
-        except RuntimeError:  # the loop has closed: the worker is stopping
-            pass
-
-    def _drain(self) -> None:
-        with self._inbox_lock:
-            jobs = list(self._inbox)
-            self._inbox.clear()
-            self._wake_pending = False
-        for job, args in jobs:
-            try:
-                job(*args)
-            except Exception:
-                log.exception("EPICS callback %r failed", job)
+        """Run ``job(*args)`` on the event loop; callable from any thread (see Handoff)."""
+        if self._handoff is not None:
+            self._handoff.post(job, *args)
 
     # -- channels --------------------------------------------------------------------------------
 

@@ -265,6 +265,12 @@ class TangoBackend:
             self.on_call("tango", True)
         return result
 
+    async def call(self, key: Hashable, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)``, a blocking PyTango call about ``key`` (``(host, device)`` in lower
+        case), as every call of this backend runs: in the pool, within the device's share of it
+        and the current deadline (``begin_request``); ``DevFailed`` becomes ``ApiError``."""
+        return await self._call(key, fn, *args)
+
     async def database(self, host: str) -> tango.Database:
         def build() -> tango.Database:
             if host == self.failover:

@@ -14,6 +14,7 @@ from mtango.api.common import (
     device_url,
     query_int,
     query_list,
+    query_value,
     respond,
     respond_list,
     segment,
@@ -21,6 +22,12 @@ from mtango.api.common import (
 from mtango.api.rc3 import target
 from mtango.api.rc3.target import DEVICE
 from mtango.errors import bad_request
+from mtango.live.hub import Hub
+from mtango.tango.events import tango_key
+
+# Header naming the attributes of an answer that came from their live subscription's latest
+# event (?max_age=, tango_max_age_ms) instead of a device call.
+FROM_EVENTS = "x-mtango-from-events"
 
 ATTRS = f"{DEVICE}/attributes"
 ATTR = f"{ATTRS}/<attr>"
@@ -57,11 +64,44 @@ async def attributes(request: Request, host: str, port: str, domain: str, family
     return respond_list(request, [_links(request, host, port, device, i["name"]) for i in infos])
 
 
+def _max_age_s(request: Request) -> float:
+    """How old a live event may be to answer a read: ``?fresh=1`` none, else ``?max_age=ms``,
+    else ``tango_max_age_ms``."""
+    if query_value(request, "fresh") in ("1", "true", "yes"):
+        return 0.0
+    default = request.app.ctx.config.tango_max_age_ms
+    return query_int(request, "max_age", default, 0, 10**9) / 1000
+
+
+def _from_events(request: Request, key: str, device: str, names: list[str]) -> dict[str, dict]:
+    """The value objects of ``names`` that live subscriptions can answer, by name."""
+    max_age = _max_age_s(request)
+    if max_age <= 0:
+        return {}
+    hub: Hub = request.app.ctx.hub
+    found = {}
+    for name in names:
+        event = hub.current(tango_key(key, device, name, "change"), max_age)
+        if event is not None:
+            found[name] = event.body
+    return found
+
+
 async def values(request: Request, host: str, port: str, domain: str, family: str,
                  member: str) -> HTTPResponse:
-    """``?attr=a&attr=b``: one device call; failed attributes are FAILURE items in the array."""
+    """``?attr=a&attr=b``: one device call; failed attributes are FAILURE items in the array.
+
+    Attributes whose live subscription is current (``?max_age=``) are answered from it; the
+    device is asked only for the others."""
     tango, key, device = target.device(request, host, port, domain, family, member)
-    return respond(request, await tango.read_attributes(key, device, _requested(request)))
+    names = _requested(request)
+    known = _from_events(request, key, device, names)
+    if not known:
+        return respond(request, await tango.read_attributes(key, device, names))
+    rest = [n for n in names if n not in known]
+    read = iter(await tango.read_attributes(key, device, rest) if rest else [])
+    body = [known[n] if n in known else next(read) for n in names]
+    return respond(request, body, headers={FROM_EVENTS: ",".join(known)})
 
 
 async def infos(request: Request, host: str, port: str, domain: str, family: str,
@@ -82,7 +122,13 @@ async def attribute(request: Request, host: str, port: str, domain: str, family:
 async def value(request: Request, host: str, port: str, domain: str, family: str,
                 member: str, attr: str) -> HTTPResponse:
     tango, key, device = target.device(request, host, port, domain, family, member)
-    body = await tango.read_attribute(key, device, check_name(attr, "attribute"))
+    name = check_name(attr, "attribute")
+    known = _from_events(request, key, device, [name])
+    if known:
+        body = known[name]
+        return respond(request, body, headers={**_last_modified(body["timestamp"]),
+                                               FROM_EVENTS: body["name"]})
+    body = await tango.read_attribute(key, device, name)
     headers = _last_modified(body["timestamp"]) if "value" in body else None
     return respond(request, body, headers=headers)
 
