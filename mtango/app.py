@@ -146,7 +146,8 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
             "CORS_ORIGINS": list(config.cors_origins) or "*",
             "CORS_ALLOW_HEADERS": ["Authorization", "Content-Type", "Accept", "X-Requested-With"],
             "CORS_METHODS": ["GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE"],
-            "CORS_EXPOSE_HEADERS": ["Content-Range", "x-mtango", "x-mtango-from-events", "Last-Modified"],
+            "CORS_EXPOSE_HEADERS": [
+                "Content-Range", "Last-Modified", "x-mtango", "x-mtango-from-events"],
             "CORS_MAX_AGE": 600,
         }
     )
@@ -219,6 +220,9 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
     async def server_header(request: Request, response: HTTPResponse) -> None:
         response.headers["x-mtango"] = SERVER_HEADER
         metrics = getattr(request.app.ctx, "metrics", None)
+        if metrics is not None:
+            # Which worker process answered (behind a load balancer; tests of shared state).
+            response.headers["x-mtango-worker"] = metrics.worker
         started = getattr(request.ctx, "started", None)
         if metrics is not None and started is not None:
             endpoint = _endpoint(request.route.path) if request.route is not None else "unmatched"

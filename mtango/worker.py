@@ -145,6 +145,8 @@ class Worker:
             "upstreams": upstreams,
             "listeners": sum(u["listeners"] for u in upstreams),
             "streams": len(self.streams),
+            # Every open event stream's queue: events waiting and how many were coalesced.
+            "clients": [stream.figures() for stream in self.streams],
             **vars(hub.stats),
         }
 

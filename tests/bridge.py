@@ -42,9 +42,12 @@ class Reply:
 
 
 def http(method: str, url: str, headers: dict[str, str] | None = None,
-         timeout: float = 20.0) -> Reply:
-    """One HTTP request; non-2xx statuses are replies, not exceptions."""
-    request = urllib.request.Request(url, method=method, headers=headers or {})
+         timeout: float = 20.0, body: Any = None) -> Reply:
+    """One HTTP request on a connection of its own; non-2xx statuses are replies, not exceptions.
+
+    ``body``: bytes as they are, anything else as JSON."""
+    data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return Reply(response.status, {k.lower(): v for k, v in response.headers.items()},

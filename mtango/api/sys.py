@@ -104,6 +104,7 @@ async def subscriptions(request: Request) -> HTTPResponse:
     metrics: stats.Metrics = request.app.ctx.metrics
     live = set(stats.workers(metrics.collect())) | {metrics.worker}
     upstreams: list[dict[str, Any]] = []
+    clients: list[dict[str, Any]] = []
     per_worker: dict[str, dict[str, Any]] = {}
     for path in sorted(worker.orders.directory.glob("live-*.json")):
         try:
@@ -115,12 +116,14 @@ async def subscriptions(request: Request) -> HTTPResponse:
             continue
         found = figures.pop("upstreams")
         upstreams.extend({**u, "worker": name} for u in found)
+        clients.extend({**c, "worker": name} for c in figures.pop("clients", []))
         per_worker[name] = {"upstreams": len(found), **figures}
     totals = {key: sum(w[key] for w in per_worker.values())
               for key in ("upstreams", "listeners", "streams", "events", "errors", "deliveries",
                           "coalesced")}
     totals["subscriptions"] = len(request.app.ctx.subscriptions.ids())
-    return respond(request, {"upstreams": upstreams, "totals": totals, "workers": per_worker})
+    return respond(request, {"upstreams": upstreams, "streams": clients, "totals": totals,
+                             "workers": per_worker})
 
 
 ROUTES = [

@@ -65,16 +65,19 @@ def error_event(entries: list[ErrorEntry], name: str) -> Event:
 class _State:
     """What the source keeps for one upstream."""
 
-    __slots__ = ("task", "event_id", "proxy", "name", "labels", "poller", "signature")
+    __slots__ = ("task", "waiting", "event_id", "proxy", "name", "labels", "poller", "signature",
+                 "no_event")
 
     def __init__(self) -> None:
         self.task: asyncio.Task[None] | None = None
+        self.waiting = False  # the task sleeps before a retry (it may be cancelled then)
         self.event_id: int | None = None
         self.proxy: Any = None
         self.name = ""
         self.labels: list[str] = []
         self.poller: _DevicePoller | None = None
         self.signature: Any = None  # (value JSON, quality) or error reasons of the last poll
+        self.no_event = False  # a stateless subscription found the attribute has no such event
 
 
 class TangoEvents:
@@ -102,7 +105,10 @@ class TangoEvents:
 
     def stop(self, upstream: Upstream) -> None:
         state: _State = upstream.source_state
-        if state.task is not None:
+        if state.task is not None and state.waiting:
+            # Only while it waits: cancelled during a call, the call's thread would still make
+            # the subscription, and nobody would be left to cancel it. Otherwise the task sees
+            # ``upstream.closed`` after its call and undoes what the call did.
             state.task.cancel()
         self._unpoll(upstream)
         if state.event_id is not None:
@@ -125,6 +131,8 @@ class TangoEvents:
                 state.name = info["name"]
                 state.labels = info["enum_label"] if info["data_type"] == "DevEnum" else []
                 state.proxy = await self.backend.proxy(host, device)
+                if upstream.closed:
+                    return
                 upstream.mode = "subscribing"
                 try:
                     state.event_id = await self._subscribe(upstream, state, stateless=False)
@@ -135,7 +143,8 @@ class TangoEvents:
                     if {e.reason for e in exc.entries} & NO_EVENT_REASONS:
                         if event not in POLLABLE:
                             raise
-                        self._poll(upstream)
+                        if not upstream.closed:
+                            self._poll(upstream)
                         return
                     if exc.kind is not FailureKind.UNAVAILABLE:
                         raise
@@ -144,6 +153,9 @@ class TangoEvents:
                 # retry by itself (failure events until it is back).
                 self._publish(upstream, error_event(away, state.name or attribute))
                 state.event_id = await self._subscribe(upstream, state, stateless=True)
+                if state.no_event:  # its first event, inside the call, said so
+                    self._to_polling(upstream)
+                    return
                 upstream.mode = event
                 upstream.pushes_changes = event == "change"
                 return
@@ -157,9 +169,15 @@ class TangoEvents:
                 upstream.mode = "retrying"
                 self._publish(upstream, error_event(
                     [ErrorEntry(type(exc).__name__, str(exc), "ERR", "TangoEvents")], attribute))
-            await asyncio.sleep(RETRY_S)
+            if upstream.closed:
+                return
+            state.waiting = True
+            try:
+                await asyncio.sleep(RETRY_S)
+            finally:
+                state.waiting = False
 
-    async def _subscribe(self, upstream: Upstream, state: _State, stateless: bool) -> int:
+    async def _subscribe(self, upstream: Upstream, state: _State, stateless: bool) -> int | None:
         _, host, device, _, event = upstream.key
         callback = self._callback(upstream, state)
         event_id: int = await self.backend.call(
@@ -168,6 +186,7 @@ class TangoEvents:
         )
         if upstream.closed:  # dropped while subscribing
             self._unsubscribe(upstream, state, event_id)
+            return None
         return event_id
 
     def _callback(self, upstream: Upstream, state: _State) -> Callable[[Any], None]:
@@ -195,12 +214,20 @@ class TangoEvents:
                 # A stateless subscription made while the device was away: now that it is
                 # back, it turns out to have no such event. Poll instead.
                 state: _State = upstream.source_state
-                if state.event_id is not None:
-                    self._unsubscribe(upstream, state)
-                upstream.pushes_changes = False
-                self._poll(upstream)
+                if state.event_id is None:
+                    state.no_event = True  # still inside subscribe_event: _run switches
+                elif upstream.mode != "poll":
+                    self._to_polling(upstream)
                 return
         self._publish(upstream, event)
+
+    def _to_polling(self, upstream: Upstream) -> None:
+        state: _State = upstream.source_state
+        if state.event_id is not None:
+            self._unsubscribe(upstream, state)
+        upstream.pushes_changes = False
+        if not upstream.closed:
+            self._poll(upstream)
 
     def _unsubscribe(self, upstream: Upstream, state: _State, event_id: int | None = None) -> None:
         event_id = state.event_id if event_id is None else event_id
