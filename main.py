@@ -209,9 +209,13 @@ def print_urls(config: Config, demo: bool, demo_ioc: bool = False) -> None:
         f"  Devices:        {base}/rc3/hosts/{tango_host}/{tango_port}/devices",
     ]
     if demo:
+        from mtango.demo import ALARM_DEVICE
+
         lines += [
             f"  Demo device:    {device}",
             f"  A value:        {device}/attributes/double_scalar/value",
+            f"  A live value:   {device}/attributes/polled_counter/value",
+            f"  Alarm device:   {base}/rc3/hosts/{tango_host}/{tango_port}/devices/{ALARM_DEVICE}",
         ]
     lines += epics_urls(config, demo_ioc)
     root = f"http://{shown}:{config.port}"

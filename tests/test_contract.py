@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 
 from mtango.api.swagger import SWAGGER_DIR
 from mtango.config import Config
-from mtango.demo import DEMO_DEVICE
+from mtango.demo import ALARM_DEVICE, DEMO_DEVICE
 from tests.bridge import InProcessBridge, http
 from tests.conftest import EPICS_TIMEOUT_MS, VICTIM_DEVICE
 
@@ -50,12 +50,13 @@ CONFIG = {
     "suppress-health-check": ["too_slow", "filter_too_much", "data_too_large"],
 }
 # Names that exist in the demo stacks (tests/conftest.py), and a few that do not.
-DEVICES = [DEMO_DEVICE, DEMO_DEVICE.upper(), VICTIM_DEVICE, "dserver/DemoTangoTest/demo",
-           "sys/database/2", "no/such/device"]
+DEVICES = [DEMO_DEVICE, DEMO_DEVICE.upper(), VICTIM_DEVICE, ALARM_DEVICE,
+           "dserver/DemoTangoTest/demo", "sys/database/2", "no/such/device"]
 ATTRIBUTES = ["double_scalar", "long64_scalar", "ulong64_scalar", "boolean_scalar",
               "string_scalar", "enum_scalar", "double_spectrum", "string_spectrum",
               "boolean_spectrum", "double_image", "uchar_image", "encoded_scalar", "no_value",
-              "nan_scalar", "inf_spectrum", "State", "Status", "DOUBLE_SCALAR", "nope"]
+              "nan_scalar", "inf_spectrum", "polled_counter", "pushed_counter", "alarm_scalar",
+              "State", "Status", "DOUBLE_SCALAR", "nope"]
 COMMANDS = ["DevString", "DevVoid", "DevVarDoubleArray", "GetCounter", "State", "Status", "nope"]
 PROPERTIES = ["mythical_property", "list_property", "unit", "my_attribute_property", "min_value",
               "nope"]

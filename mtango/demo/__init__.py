@@ -12,6 +12,10 @@ from mtango.demo.stack import ControlSystem, start_database
 
 DEMO_SERVER = "DemoTangoTest/demo"
 DEMO_DEVICE = "sys/tg_test/1"
+#: A device of its own whose ``alarm_scalar`` is always of quality ATTR_ALARM (same server).
+ALARM_DEVICE = "sys/alarm/1"
+#: What the demo server serves, by device class.
+DEMO_DEVICES = {"DemoTangoTest": [DEMO_DEVICE], "AlarmDevice": [ALARM_DEVICE]}
 
 DEVICE_PROPERTIES = {
     DEMO_DEVICE: {
@@ -28,12 +32,13 @@ ATTRIBUTE_PROPERTIES = {
 
 
 def start_tango_demo(workdir: Path | None = None) -> ControlSystem:
-    """A Tango database with ``sys/tg_test/1`` (a TangoTest look-alike), properties included."""
+    """A Tango database with ``sys/tg_test/1`` (a TangoTest look-alike), properties included,
+    and ``sys/alarm/1`` (an attribute of quality ATTR_ALARM), both served by ``DEMO_SERVER``."""
     system = start_database(workdir)
     try:
         system.add_server(
             DEMO_SERVER,
-            {"DemoTangoTest": [DEMO_DEVICE]},
+            DEMO_DEVICES,
             device_properties=DEVICE_PROPERTIES,
             attribute_properties=ATTRIBUTE_PROPERTIES,
         )

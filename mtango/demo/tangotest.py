@@ -9,16 +9,22 @@ device as a PyTango high-level server so the demo and tests only need
 infinities, a read that always fails, DevEncoded, unsigned 64-bit values)
 so the bridge's JSON encoding and error paths get exercised.
 
+Some values change by themselves, for clients of Tango events: ``polled_counter``
+(Tango polls it and sends change events) and ``pushed_counter`` (the device pushes change and
+archive events from its own thread).
+
 ``SlowDevice`` lives in the same server so tests can prove that one slow
-device does not hold up requests to other devices.
+device does not hold up requests to other devices. ``AlarmDevice`` (also in it)
+has an attribute whose quality is always ATTR_ALARM, on a device of its own so
+that no other device's state is affected.
 
 Run it as::
 
     python -m mtango.demo.tangotest <instance> -ORBendPoint giop:tcp:127.0.0.1:0
 
 which serves the devices registered in the database under the server
-``DemoTangoTest/<instance>`` (class ``DemoTangoTest``, e.g. sys/tg_test/1, and
-class ``SlowDevice``).
+``DemoTangoTest/<instance>`` (class ``DemoTangoTest``, e.g. sys/tg_test/1,
+class ``SlowDevice`` and class ``AlarmDevice``, e.g. sys/alarm/1).
 """
 
 from __future__ import annotations
@@ -26,13 +32,14 @@ from __future__ import annotations
 import enum
 import math
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import tango
-from tango import AttrWriteType, DevState
+from tango import AttrQuality, AttrWriteType, DevState
 from tango.server import Device, attribute, command, device_property, run
 
 #: Executable part of the Tango server name ("DemoTangoTest/<instance>").
@@ -43,6 +50,15 @@ READ_WRITE = AttrWriteType.READ_WRITE
 
 SPECTRUM_MAX = 256
 IMAGE_MAX = 64
+
+#: ``polled_counter`` grows by one every tenth of a second; Tango polls it that often.
+POLLED_COUNTER_RATE = 10
+POLLED_COUNTER_POLLING_MS = 100
+#: ``pushed_counter`` is pushed every PUSH_PERIOD seconds by the device's own thread (unless the
+#: device property ``pushed_counter_period_ms`` says otherwise).
+PUSH_PERIOD = 0.1
+#: ``alarm_scalar`` is polled every second.
+ALARM_POLLING_MS = 1000
 
 
 class DemoEnum(enum.IntEnum):
@@ -131,6 +147,11 @@ class DemoTangoTest(Device):
     """TangoTest look-alike: typed attributes that remember writes, echo commands."""
 
     mythical_property = device_property(dtype=str, default_value="not set")
+    pushed_counter_period_ms = device_property(
+        dtype=float,
+        default_value=PUSH_PERIOD * 1000,
+        doc="How often pushed_counter is pushed (the tests push faster).",
+    )
 
     # --- scalars -----------------------------------------------------------
     double_scalar = attribute(
@@ -172,6 +193,20 @@ class DemoTangoTest(Device):
     )
     encoded_scalar = attribute(
         dtype="DevEncoded", access=READ, doc="A DevEncoded value ('utf8', bytes)."
+    )
+
+    # --- values that change by themselves (for event clients) ----------------
+    polled_counter = attribute(
+        dtype="DevLong",
+        access=READ,
+        polling_period=POLLED_COUNTER_POLLING_MS,
+        abs_change="1",
+        doc="Tenths of a second since Init: Tango polls it every 100 ms and sends change events.",
+    )
+    pushed_counter = attribute(
+        dtype="DevLong",
+        access=READ,
+        doc="Counts up every 100 ms; the device pushes change and archive events (not polled).",
     )
 
     # --- spectra -----------------------------------------------------------
@@ -217,8 +252,39 @@ class DemoTangoTest(Device):
         self._values["long_image"] = _image(np.int32)
         self._values["uchar_image"] = _image(np.uint8)
         self._seed_write_values()
+        self._stop_pushing()  # Init calls delete_device first; this is only a safety net
+        self._pushed = 0
+        self.set_change_event("pushed_counter", True, False)
+        self.set_archive_event("pushed_counter", True, False)
+        self._pusher: _Pusher | None = _Pusher(self, self.pushed_counter_period_ms / 1000)
         self.set_state(DevState.ON)
         self.set_status("The device is in ON state.")
+
+    def delete_device(self) -> None:
+        """Stop the pushing thread (before Init starts a new one, or the server exits)."""
+        self._stop_pushing()
+        super().delete_device()
+
+    def _stop_pushing(self) -> None:
+        """Stop the pusher and wait for it, the device's monitor released meanwhile.
+
+        Init (and the server's exit) call delete_device holding the device's monitor, and a push
+        takes that monitor too: a push under way when Init came would wait for the monitor while
+        delete_device waited for the push to end, until the push gave up 3.2 s later (the client's
+        Init timed out first). Released, the push completes and the thread ends at once.
+        """
+        pusher = getattr(self, "_pusher", None)
+        if pusher is not None:
+            self._pusher = None
+            with tango.AutoTangoAllowThreads(self):
+                pusher.stop()
+
+    def push_counter(self) -> None:
+        """One tick of ``pushed_counter``: count, then push change and archive events."""
+        self._pushed += 1
+        stamp = time.time()
+        self.push_change_event("pushed_counter", self._pushed, stamp, AttrQuality.ATTR_VALID)
+        self.push_archive_event("pushed_counter", self._pushed, stamp, AttrQuality.ATTR_VALID)
 
     def _seed_write_values(self) -> None:
         """Make the set point (w_value) of writable attributes match the defaults.
@@ -264,6 +330,14 @@ class DemoTangoTest(Device):
     def read_encoded_scalar(self) -> tuple[str, bytes]:
         """Return a DevEncoded (format, data) pair."""
         return ("utf8", b"Hello encoded")
+
+    def read_polled_counter(self) -> int:
+        """Tenths of a second since Init: a new value on every read 100 ms apart."""
+        return int((time.monotonic() - self._t0) * POLLED_COUNTER_RATE)
+
+    def read_pushed_counter(self) -> int:
+        """The value last pushed."""
+        return self._pushed
 
     # --- commands ------------------------------------------------------------
     @command
@@ -409,8 +483,62 @@ class SlowDevice(Device):
         return 2.0
 
 
+class AlarmDevice(Device):
+    """Device whose ``alarm_scalar`` is always read with quality ATTR_ALARM."""
+
+    alarm_scalar = attribute(
+        dtype="DevDouble",
+        access=READ,
+        polling_period=ALARM_POLLING_MS,
+        abs_change="0.5",
+        doc="100 plus the seconds since Init, always with quality ATTR_ALARM; polled every "
+        "second, change events.",
+    )
+
+    def init_device(self) -> None:
+        """Start in ALARM state (Tango's own state would turn ALARM at the first polled read)."""
+        super().init_device()
+        self._t0 = time.monotonic()
+        self.set_state(DevState.ALARM)
+        self.set_status("The device is in ALARM state: alarm_scalar is always in alarm.")
+
+    def read_alarm_scalar(self) -> tuple[float, float, AttrQuality]:
+        """A value too high and rising, reported with quality ATTR_ALARM."""
+        return 100.0 + (time.monotonic() - self._t0), time.time(), AttrQuality.ATTR_ALARM
+
+
+class _Pusher:
+    """The thread behind ``pushed_counter``: calls ``device.push_counter()`` every ``period``.
+
+    It never takes the server down: a failed push is logged and the next tick tries again.
+    ``stop`` ends it and waits for it; after ``stop`` returns it touches the device no more.
+    """
+
+    def __init__(self, device: DemoTangoTest, period: float) -> None:
+        self._device, self._period = device, period
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"push {device.get_name()}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        with tango.EnsureOmniThread():
+            while not self._stop.wait(self._period):
+                try:
+                    self._device.push_counter()
+                except Exception as exc:  # noqa: BLE001 - a failed push must not end the thread
+                    if not self._stop.is_set():
+                        print(f"pushed_counter: push failed: {exc!r}", file=sys.stderr)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+
 def main(args: list[str] | None = None) -> Any:
-    """Run both device classes in one server process.
+    """Run the device classes in one server process.
 
     ``args`` is a full argv as PyTango expects (``[exec_name, instance,
     *options]``).  When omitted, ``sys.argv`` is used with the executable name
@@ -420,7 +548,7 @@ def main(args: list[str] | None = None) -> Any:
     """
     if args is None:
         args = [SERVER_NAME, *sys.argv[1:]]
-    return run((DemoTangoTest, SlowDevice), args=args)
+    return run((DemoTangoTest, SlowDevice, AlarmDevice), args=args)
 
 
 if __name__ == "__main__":
