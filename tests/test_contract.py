@@ -1,11 +1,16 @@
 """Contract fuzzing: schemathesis against running bridges, for every GET operation described.
 
-For every GET operation of every file in swagger/ (main.yaml, rc3.yaml, sys.yaml, ops.yaml and
-epics.yaml: the files the bridge serves; test_openapi.py checks it serves them as written)
-schemathesis generates requests, valid and invalid ones, sends them to an in-process bridge and
-checks the answers: no 5xx, the status is documented, the body matches the documented schema,
-valid requests are accepted and invalid ones refused, and every error answers the FAILURE body
-(``every_error_is_a_failure_body``).
+For every GET operation of every file in swagger/ (main.yaml, rc3.yaml, sys.yaml, ops.yaml,
+epics.yaml and subscriptions.yaml: the files the bridge serves; test_openapi.py checks it serves
+them as written) schemathesis generates requests, valid and invalid ones, sends them to an
+in-process bridge and checks the answers: no 5xx, the status is documented, the body matches the
+documented schema, valid requests are accepted and invalid ones refused, and every error answers
+the FAILURE body (``every_error_is_a_failure_body``).
+
+Two GET operations do not answer at once by design. rc3 long polling waits up to ``timeout`` ms
+(30 s without one) for an event: it is fuzzed with every wait the bridge would accept cut to a
+fraction of a second (``_keep_long_polls_short``). A subscription's event stream never ends: it is
+not fuzzed at all.
 
 Random names rarely reach anything real (every request would be a 403, an unknown device or a
 refused PV), so a share of the requests is aimed at the demo Tango database, its devices,
@@ -18,6 +23,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import urllib.request
 from math import inf
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -26,7 +32,11 @@ import pytest
 import schemathesis
 import yaml
 from hypothesis import HealthCheck, settings
-from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
+from schemathesis.specs.openapi.checks import (
+    negative_data_rejection,
+    positive_data_acceptance,
+    unsupported_method,
+)
 
 from mtango.api.swagger import SWAGGER_DIR
 from mtango.config import Config
@@ -84,6 +94,13 @@ ops = _load("ops")
 epics = _load("epics", checks={
     "not_a_server_error": {"expected-statuses": ["2XX", "3XX", "4XX", "502", "503", "504"]}
 })
+# GET /{sub_id}/event-stream answers a stream that lasts until the client hangs up: a fuzzed
+# request would hold until the HTTP client's timeout and then fail, whatever the bridge does.
+subscriptions = _load("subscriptions").exclude(operation_id="subscription_stream")
+
+LONG_POLL = "/hosts/{host}/{port}/devices/{domain}/{family}/{member}/attributes/{attr}/{event}"
+# The longest wait (ms) a fuzzed long poll may ask for.
+SHORT_WAIT_MS = 200
 
 
 def _base_url(bridge: Any, schema: Any) -> str:
@@ -197,6 +214,12 @@ CHECKS = {
         every_error_is_a_failure_body, invalid_requests_are_refused, valid_requests_are_accepted
     ],
     "excluded_checks": [negative_data_rejection, positive_data_acceptance],
+}
+# A 405 from /tango/subscriptions/{sub_id} lacks its Allow header (RFC 9110), a bug of the route
+# pinned below (test_405_on_a_subscription_names_the_allowed_methods, an expected failure until
+# it is fixed). Only that check is left out of the subscriptions' fuzzing meanwhile.
+SUBSCRIPTION_CHECKS = {
+    **CHECKS, "excluded_checks": [*CHECKS["excluded_checks"], unsupported_method],
 }
 
 
@@ -316,6 +339,56 @@ def _aim_at_ioc(case: Any) -> None:
             case.query["pv"] = rnd.sample(PVS, rnd.randint(1, 4)) if many else rnd.choice(PVS)
 
 
+def _accepted_timeout(value: Any) -> bool:
+    """Whether the bridge takes this as a long poll's ``timeout`` (an integer from 0 to 10^9)."""
+    text = str(value)
+    return text.isascii() and text.isdigit() and int(text) <= 10**9
+
+
+def _keep_long_polls_short(case: Any) -> None:
+    """Cut the wait of a long poll to at most SHORT_WAIT_MS.
+
+    The bridge waits ``timeout`` ms (at most 30 s, and 30 s when there is none) for an event; an
+    attribute that does not change would make each case wait that long. A timeout the bridge
+    accepts is lowered, a missing or empty one set (the bridge ignores empty values); one it
+    refuses stays as generated, so an invalid request stays invalid (and is answered at once).
+    """
+    if case.operation.path != LONG_POLL:
+        return
+    if case.query is None:
+        case.query = {}
+    raw = case.query.get("timeout")
+    items = raw if isinstance(raw, list) else [raw]
+    sent = [v for v in items if v is not None and str(v) != ""]
+    if not sent:
+        case.query["timeout"] = SHORT_WAIT_MS
+    elif _accepted_timeout(sent[0]):
+        shorter = [min(int(str(v)), SHORT_WAIT_MS) if _accepted_timeout(v) else v for v in items]
+        case.query["timeout"] = shorter if isinstance(raw, list) else shorter[0]
+
+
+def _aim_at_subscription(case: Any, bridge: Any, control_system: Any) -> None:
+    """Point about two thirds of the subscription ids at a subscription that exists.
+
+    Ids are random numbers, so generated ones name none (404). A fresh subscription per case,
+    with one accepted target and two refused ones, has every part of the answer to check; it is
+    removed for idleness after ``subscription_idle_s``.
+    """
+    params = case.path_parameters
+    if not params or "sub_id" not in params or _negative(case, "path"):
+        return
+    if _chooser(case).random() < 1 / 3:
+        return
+    target = {"host": control_system.tango_host, "device": DEMO_DEVICE,
+              "attribute": "double_scalar", "type": "change"}
+    targets = [target, {**target, "attribute": "nope"}, {**target, "host": "elsewhere:10000"}]
+    request = urllib.request.Request(
+        f"{bridge.base}/tango/subscriptions", data=json.dumps(targets).encode(), method="POST",
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as created:
+        params["sub_id"] = json.loads(created.read())["id"]
+
+
 # -- the fuzzing ---------------------------------------------------------------------------------
 
 FUZZ_SETTINGS = settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
@@ -344,7 +417,16 @@ def test_ops_operations_keep_their_contract(case, bridge):
 @FUZZ_SETTINGS
 def test_rc3_operations_keep_their_contract(case, bridge, control_system):
     _aim_at_demo(case, control_system.db_host, int(control_system.db_port))
+    _keep_long_polls_short(case)
     case.call_and_validate(base_url=_base_url(bridge, rc3), timeout=30, **CHECKS)
+
+
+@subscriptions.parametrize()
+@FUZZ_SETTINGS
+def test_subscriptions_operations_keep_their_contract(case, bridge, control_system):
+    _aim_at_subscription(case, bridge, control_system)
+    case.call_and_validate(base_url=_base_url(bridge, subscriptions), timeout=30,
+                           **SUBSCRIPTION_CHECKS)
 
 
 @epics.parametrize()
@@ -362,6 +444,17 @@ def test_405_names_the_allowed_methods(bridge):
     assert reply.status == 405
     assert "GET" in reply.headers["allow"]
     assert reply.json()["quality"] == "FAILURE"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "GET, PUT and DELETE of /tango/subscriptions/<sub_id> are three Sanic routes of one path; "
+    "sanic-routing raises NoMethod for such a group without the allowed methods, so the 405 has "
+    "no Allow header (mtango/api/subscriptions.py: one route dispatching on the method fixes it)"))
+def test_405_on_a_subscription_names_the_allowed_methods(bridge):
+    reply = http("TRACE", f"{bridge.base}/tango/subscriptions/1")
+    assert reply.status == 405
+    allowed = {m.strip() for m in reply.headers.get("allow", "").split(",")}
+    assert {"GET", "PUT", "DELETE"} <= allowed
 
 
 def test_filter_leaves_failures_whole(bridge, device_path):

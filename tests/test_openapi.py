@@ -90,7 +90,7 @@ def bridge_elsewhere(control_system) -> InProcessBridge:
 
 
 def test_there_are_descriptions_of_every_api():
-    assert {f.stem for f in FILES} == {"epics", "main", "ops", "rc3", "sys"}
+    assert {f.stem for f in FILES} == {"epics", "main", "ops", "rc3", "subscriptions", "sys"}
 
 
 @pytest.mark.parametrize("path", FILES, ids=[f.name for f in FILES])
@@ -129,7 +129,8 @@ def test_every_operation_documents_success_and_failure_bodies(path):
 
     Health checks (tag ``health``) are the exception: their 503 carries the health report, which
     load balancers and people read, rather than a FAILURE body. A 204 has no body, and a success
-    that is not JSON (``/metrics``: Prometheus text) documents its type with a string schema.
+    that is not JSON (``/metrics``: Prometheus text; an event stream: ``text/event-stream``)
+    documents its type with a string schema.
     """
     doc = load(path)
     for route, item in doc["paths"].items():
@@ -148,7 +149,8 @@ def test_every_operation_documents_success_and_failure_bodies(path):
                     continue
                 content = response["content"]
                 if int(code) < 400 and "application/json" not in content:
-                    assert [m.split(";")[0] for m in content] == ["text/plain"], (route, method)
+                    assert [m.split(";")[0] for m in content] in (
+                        ["text/plain"], ["text/event-stream"]), (route, method)
                     assert all(m["schema"] == {"type": "string"} for m in content.values())
                     continue
                 schema = content["application/json"]["schema"]
@@ -175,7 +177,7 @@ def test_rc3_failures_answered_with_200_are_documented():
         schema = item["get"]["responses"]["200"]["content"]["application/json"]["schema"]
         choices = schema.get("oneOf") or schema.get("anyOf")
         assert {"$ref": "#/components/schemas/Failure"} in choices, route
-    assert asks_tango == 21
+    assert asks_tango == 22
 
 
 # -- routes ----------------------------------------------------------------------------------------
