@@ -69,7 +69,8 @@ class SseStream:
                 elif name:
                     fields[name] = f"{fields[name]}\n{value}" if name == "data" and name in \
                         fields else value
-        except (OSError, ValueError, http.client.HTTPException):
+        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+            # AttributeError: http.client, closed from another thread while reading (close())
             pass
         finally:
             self.ended = True

@@ -446,10 +446,6 @@ def test_405_names_the_allowed_methods(bridge):
     assert reply.json()["quality"] == "FAILURE"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "GET, PUT and DELETE of /tango/subscriptions/<sub_id> are three Sanic routes of one path; "
-    "sanic-routing raises NoMethod for such a group without the allowed methods, so the 405 has "
-    "no Allow header (mtango/api/subscriptions.py: one route dispatching on the method fixes it)"))
 def test_405_on_a_subscription_names_the_allowed_methods(bridge):
     reply = http("TRACE", f"{bridge.base}/tango/subscriptions/1")
     assert reply.status == 405

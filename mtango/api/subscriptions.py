@@ -23,7 +23,7 @@ from sanic.response import HTTPResponse
 
 from mtango import jsonenc
 from mtango.api.common import check_name, json_body, respond
-from mtango.errors import ApiError, FailureKind, bad_request, not_found
+from mtango.errors import ApiError, ErrorEntry, FailureKind, bad_request, not_found
 from mtango.live.hub import ClientQueue, Event, Hub, Key
 from mtango.live.subscriptions import Subscription, SubscriptionStore, public
 from mtango.tango.events import EVENT_TYPES, tango_key
@@ -31,6 +31,10 @@ from mtango.tango.events import EVENT_TYPES, tango_key
 PREFIX = "/tango/subscriptions"
 # What EventSource waits before reconnecting (ms); the Java server's "retry: 30" was meant as s.
 RETRY_MS = 3000
+# Bounds on what clients can make the bridge keep: targets per request, subscriptions in all
+# (each is a small file of the run directory; idle ones go after subscription_idle_s).
+MAX_TARGETS = 1000
+MAX_SUBSCRIPTIONS = 10000
 
 
 def _store(request: Request) -> SubscriptionStore:
@@ -59,6 +63,8 @@ def _targets(request: Request, required: bool) -> list[Any]:
     body = json_body(request)
     if not isinstance(body, list):
         raise bad_request("the body must be a JSON array of targets", "BadBody")
+    if len(body) > MAX_TARGETS:
+        raise bad_request(f"at most {MAX_TARGETS} targets per request", "TooManyTargets")
     return body
 
 
@@ -106,7 +112,13 @@ async def _sorted(request: Request, raw: list[Any]) -> tuple[list[dict[str, Any]
 
 
 async def create(request: Request) -> HTTPResponse:
-    targets, failures = await _sorted(request, _targets(request, required=False))
+    raw = _targets(request, required=False)
+    if _store(request).count() >= MAX_SUBSCRIPTIONS:
+        raise ApiError(ErrorEntry(
+            "TooManySubscriptions", f"the bridge holds {MAX_SUBSCRIPTIONS} subscriptions "
+            "already; unused ones go after subscription_idle_s", "ERR", "Subscriptions"),
+            status=503)
+    targets, failures = await _sorted(request, raw)
     sub = _store(request).create(targets, failures)
     return respond(request, public(sub))
 
@@ -130,12 +142,17 @@ async def delete(request: Request, sub_id: str) -> HTTPResponse:
         _store(request).cancel(number)
         return HTTPResponse(status=204)
     ids = json_body(request)
-    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+    if not isinstance(ids, list) or not all(type(i) is int for i in ids):
         raise bad_request("the body must be a JSON array of event ids", "BadBody")
     sub = _store(request).remove(number, set(ids))
     if sub is None:
         raise not_found(f"no subscription {sub_id}", "SubscriptionNotFound")
     return respond(request, public(sub))
+
+
+async def subscription(request: Request, sub_id: str) -> HTTPResponse:
+    handler = {"GET": show, "PUT": extend, "DELETE": delete}[request.method]
+    return await handler(request, sub_id)
 
 
 # -- the event stream ------------------------------------------------------------------------------
@@ -264,9 +281,9 @@ async def event_stream(request: Request, sub_id: str) -> HTTPResponse | None:
 def blueprint() -> Blueprint:
     bp = Blueprint("subscriptions", url_prefix=PREFIX, strict_slashes=False)
     bp.add_route(create, "", methods=["POST"], name="subscriptions_create")
-    bp.add_route(show, "/<sub_id>", methods=["GET"], name="subscription")
-    bp.add_route(extend, "/<sub_id>", methods=["PUT"], name="subscription_put")
-    bp.add_route(delete, "/<sub_id>", methods=["DELETE"], name="subscription_delete")
+    # One route for the three methods of one URL, so that another method's 405 names them all.
+    bp.add_route(subscription, "/<sub_id>", methods=["GET", "PUT", "DELETE"],
+                 name="subscription")
     bp.add_route(event_stream, "/<sub_id>/event-stream", methods=["GET"],
                  name="subscription_stream")
     return bp

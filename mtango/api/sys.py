@@ -121,7 +121,7 @@ async def subscriptions(request: Request) -> HTTPResponse:
     totals = {key: sum(w[key] for w in per_worker.values())
               for key in ("upstreams", "listeners", "streams", "events", "errors", "deliveries",
                           "coalesced")}
-    totals["subscriptions"] = len(request.app.ctx.subscriptions.ids())
+    totals["subscriptions"] = request.app.ctx.subscriptions.count()
     return respond(request, {"upstreams": upstreams, "streams": clients, "totals": totals,
                              "workers": per_worker})
 

@@ -57,6 +57,7 @@ POLLED_COUNTER_POLLING_MS = 100
 #: ``pushed_counter`` is pushed every PUSH_PERIOD seconds by the device's own thread (unless the
 #: device property ``pushed_counter_period_ms`` says otherwise).
 PUSH_PERIOD = 0.1
+PUSHED_SPECTRUM_SIZE = 1000
 #: ``alarm_scalar`` is polled every second.
 ALARM_POLLING_MS = 1000
 
@@ -208,6 +209,13 @@ class DemoTangoTest(Device):
         access=READ,
         doc="Counts up every 100 ms; the device pushes change and archive events (not polled).",
     )
+    pushed_spectrum = attribute(
+        dtype=("DevDouble",),
+        max_dim_x=PUSHED_SPECTRUM_SIZE,
+        access=READ,
+        doc="1000 doubles, the first one pushed_counter's value, pushed with it: a large value "
+        "changing at 10 Hz (slow-client tests and benchmarks).",
+    )
 
     # --- spectra -----------------------------------------------------------
     double_spectrum = _memory_attr("double_spectrum", ("DevDouble",), True, max_dim_x=SPECTRUM_MAX)
@@ -256,6 +264,8 @@ class DemoTangoTest(Device):
         self._pushed = 0
         self.set_change_event("pushed_counter", True, False)
         self.set_archive_event("pushed_counter", True, False)
+        self._spectrum = np.linspace(0.0, 1.0, PUSHED_SPECTRUM_SIZE)
+        self.set_change_event("pushed_spectrum", True, False)
         self._pusher: _Pusher | None = _Pusher(self, self.pushed_counter_period_ms / 1000)
         self.set_state(DevState.ON)
         self.set_status("The device is in ON state.")
@@ -285,6 +295,8 @@ class DemoTangoTest(Device):
         stamp = time.time()
         self.push_change_event("pushed_counter", self._pushed, stamp, AttrQuality.ATTR_VALID)
         self.push_archive_event("pushed_counter", self._pushed, stamp, AttrQuality.ATTR_VALID)
+        self._spectrum[0] = self._pushed
+        self.push_change_event("pushed_spectrum", self._spectrum, stamp, AttrQuality.ATTR_VALID)
 
     def _seed_write_values(self) -> None:
         """Make the set point (w_value) of writable attributes match the defaults.
@@ -338,6 +350,10 @@ class DemoTangoTest(Device):
     def read_pushed_counter(self) -> int:
         """The value last pushed."""
         return self._pushed
+
+    def read_pushed_spectrum(self) -> np.ndarray:
+        """The spectrum last pushed."""
+        return self._spectrum
 
     # --- commands ------------------------------------------------------------
     @command

@@ -91,7 +91,7 @@ class Upstream:
         self.confirmed = 0.0  # monotonic time the latest value was last known to hold
         self.events = 0
         self.last_error: dict[str, Any] | None = None
-        self.created = time.time()
+        self.created = int(time.time() * 1000)
         self.closed = False
         self.linger: asyncio.TimerHandle | None = None
         self.source_state: Any = None  # whatever the source keeps for this upstream

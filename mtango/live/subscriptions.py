@@ -52,6 +52,9 @@ class SubscriptionStore:
     def ids(self) -> list[int]:
         return [int(p.stem) for p in self.directory.glob("*.json") if p.stem.isdigit()]
 
+    def count(self) -> int:
+        return sum(1 for _ in self.directory.glob("*.json"))
+
     # -- changing --------------------------------------------------------------------------------
 
     def create(self, targets: list[dict[str, Any]], failures: list[Any]) -> Subscription:
@@ -76,7 +79,10 @@ class SubscriptionStore:
             if sub is None:
                 return None
             added = _add(sub, targets)
-            sub["failures"] = sub.get("failures", []) + failures
+            # The latest failure per target: a client that retries does not grow the file.
+            again = [f["target"] for f in failures]
+            kept = [f for f in sub.get("failures", []) if f["target"] not in again]
+            sub["failures"] = kept + failures
             self._write(sub)
         return added
 
@@ -99,6 +105,8 @@ class SubscriptionStore:
 
     def touch(self, sub_id: int) -> None:
         """Say that a stream of ``sub_id`` is open (its idle time starts again)."""
+        if not self._path(sub_id).exists():
+            return  # cancelled: nothing to keep
         try:
             os.utime(self._alive(sub_id))
         except FileNotFoundError:
@@ -107,7 +115,8 @@ class SubscriptionStore:
     def sweep(self, idle_s: float) -> list[int]:
         """Remove subscriptions neither changed nor streamed for ``idle_s``; their ids."""
         horizon = time.time() - idle_s
-        stale = [i for i in self.ids() if self._last_used(i) < horizon]
+        ids = {int(p.stem) for p in self.directory.glob("*.*") if p.stem.isdigit()}
+        stale = [i for i in ids if self._last_used(i) < horizon]
         removed = []
         for sub_id in stale:
             with self._locked():

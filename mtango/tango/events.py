@@ -180,9 +180,12 @@ class TangoEvents:
     async def _subscribe(self, upstream: Upstream, state: _State, stateless: bool) -> int | None:
         _, host, device, _, event = upstream.key
         callback = self._callback(upstream, state)
+        # SyncRead: fail at once when the attribute has no such event (then the bridge polls);
+        # Stateless: succeed whatever happens, Tango retrying every 10 s (measured, PyTango 10.3).
+        mode = tango.EventSubMode.Stateless if stateless else tango.EventSubMode.SyncRead
         event_id: int = await self.backend.call(
             (host, device), state.proxy.subscribe_event, state.name, EVENT_TYPES[event],
-            callback, [], stateless,
+            callback, mode,
         )
         if upstream.closed:  # dropped while subscribing
             self._unsubscribe(upstream, state, event_id)

@@ -127,7 +127,7 @@ async def value(request: Request, host: str, port: str, domain: str, family: str
     if known:
         body = known[name]
         return respond(request, body, headers={**_last_modified(body["timestamp"]),
-                                               FROM_EVENTS: body["name"]})
+                                               FROM_EVENTS: name})
     body = await tango.read_attribute(key, device, name)
     headers = _last_modified(body["timestamp"]) if "value" in body else None
     return respond(request, body, headers=headers)

@@ -21,7 +21,14 @@ from sanic.response import HTTPResponse
 from mtango.api.common import Route, check_name, device_url, query_int, query_value, respond
 from mtango.api.rc3 import target
 from mtango.api.rc3.attributes import ATTR
-from mtango.errors import ApiError, ErrorEntry, FailureKind, bad_request, classify_reasons
+from mtango.errors import (
+    RC4_STATUS,
+    ApiError,
+    ErrorEntry,
+    FailureKind,
+    bad_request,
+    classify_reasons,
+)
 from mtango.live.hub import ClientQueue, Event, Hub
 from mtango.tango.events import EVENT_TYPES, tango_key
 
@@ -29,15 +36,17 @@ MAX_WAIT_MS = 30_000
 STATES = ("INITIAL", "CONTINUATION")
 
 
-def _failure(event: Event) -> ApiError:
-    entries = [ErrorEntry(**e) for e in event.body["errors"]]
-    return ApiError(entries, kind=classify_reasons([e.reason for e in entries]))
+def _item(event: Event, links: dict[str, str]) -> dict[str, Any]:
+    """An event as an answer's item: the value object with links, or its FAILURE body."""
+    return event.body if event.error else {**event.body, "_links": links}
 
 
-def _answer(event: Event, links: dict[str, str]) -> dict[str, Any]:
-    if event.error:
-        raise _failure(event)
-    return {**event.body, "_links": links}
+def _answer(request: Request, event: Event, links: dict[str, str]) -> HTTPResponse:
+    """One event as the answer: a failure has the status of a failed read (200 in rc3)."""
+    status = 200
+    if event.error and request.app.ctx.config.error_status == "rc4":
+        status = RC4_STATUS[classify_reasons([e["reason"] for e in event.body["errors"]])]
+    return respond(request, _item(event, links), status=status)
 
 
 async def _next(queue: ClientQueue, timeout: float, skip_first_value: bool = False
@@ -86,19 +95,20 @@ async def long_poll(request: Request, host: str, port: str, domain: str, family:
             if upstream.latest is None:
                 # A new subscription delivers its current value first; wait for it (at most a
                 # Tango timeout), so that what INITIAL answers is what later events follow.
-                await _next(queue, min(wait_s, tango.timeout) or tango.timeout)
+                await _next(queue, min(wait_s, tango.timeout))
             if upstream.latest is not None:
-                return respond(request, _answer(upstream.latest, links))
+                return _answer(request, upstream.latest, links)
             value = await tango.read_attribute(host_key, device, name)
             return respond(request, {**value, "_links": links} if "value" in value else value)
         if last is not None:
             earlier = hub.since(key, last)
             if earlier:
-                return respond(request, [_answer(e, links) for e in earlier])
+                return respond(request, [_item(e, links) for e in earlier])
         arrived = await _next(queue, wait_s, skip_first_value=new)
         if arrived is not None:
-            body = _answer(arrived, links)
-            return respond(request, [body] if last is not None else body)
+            if last is not None:
+                return respond(request, [_item(arrived, links)])
+            return _answer(request, arrived, links)
         if config.error_status == "rc4":
             raise ApiError(
                 ErrorEntry(
@@ -110,7 +120,7 @@ async def long_poll(request: Request, host: str, port: str, domain: str, family:
         if last is not None:
             return respond(request, [])
         if latest is not None:
-            return respond(request, _answer(latest, links))
+            return _answer(request, latest, links)
         value = await tango.read_attribute(host_key, device, name)
         return respond(request, {**value, "_links": links} if "value" in value else value)
     finally:
