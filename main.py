@@ -8,6 +8,7 @@ is started on 127.0.0.1 and served instead. ``python main.py --help`` lists ever
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -211,11 +212,17 @@ def print_urls(config: Config, demo: bool, demo_ioc: bool = False) -> None:
     if demo:
         from mtango.demo import ALARM_DEVICE
 
+        target = json.dumps([{"host": config.served_tango_host, "device": "sys/tg_test/1",
+                              "attribute": "pushed_counter", "type": "change"}])
+        root = f"http://{shown}:{config.port}"
         lines += [
             f"  Demo device:    {device}",
             f"  A value:        {device}/attributes/double_scalar/value",
             f"  A live value:   {device}/attributes/polled_counter/value",
+            f"  Long poll:      {device}/attributes/pushed_counter/change?state=INITIAL",
             f"  Alarm device:   {base}/rc3/hosts/{tango_host}/{tango_port}/devices/{ALARM_DEVICE}",
+            "  Subscribe:      curl -X POST " + root + "/tango/subscriptions -d '" + target + "'",
+            f"    then:         curl -N {root}/tango/subscriptions/<id>/event-stream",
         ]
     lines += epics_urls(config, demo_ioc)
     root = f"http://{shown}:{config.port}"

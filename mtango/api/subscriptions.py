@@ -238,6 +238,8 @@ class EventStream:
         next_beat = time.monotonic() + self.heartbeat
         while True:
             batch = await self.queue.take(max(0.0, next_beat - time.monotonic()))
+            if self.queue.ended:
+                return  # the worker is stopping; the client reconnects after ``retry``
             out = []
             if self.stale:
                 self.stale = False

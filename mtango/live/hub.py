@@ -65,6 +65,8 @@ class Source(Protocol):
 
     def describe(self, key: Key) -> dict[str, Any]: ...
 
+    def close(self) -> None: ...
+
 
 @dataclass
 class HubStats:
@@ -183,9 +185,25 @@ class Hub:
         return [u.describe(self.sources[str(u.key[0])].describe(u.key), now)
                 for u in self._upstreams.values()]
 
+    def end_listeners(self) -> None:
+        """The worker is stopping: every waiting client answers now (streams end, long polls
+        answer as at their timeout), so that the server's graceful shutdown need not wait."""
+        for upstream in self._upstreams.values():
+            for listener in tuple(upstream.listeners):
+                end = getattr(listener, "end", None)
+                if end is not None:
+                    end()
+
     def close(self) -> None:
-        for upstream in list(self._upstreams.values()):
-            self._drop(upstream)
+        """The worker stops: forget every upstream; the sources stop their tasks (no upstream
+        is unsubscribed one by one: the process is going)."""
+        for upstream in self._upstreams.values():
+            upstream.closed = True
+            if upstream.linger is not None:
+                upstream.linger.cancel()
+        self._upstreams.clear()
+        for source in self.sources.values():
+            source.close()
 
     # -- sources ---------------------------------------------------------------------------------
 
@@ -263,6 +281,7 @@ class ClientQueue:
         self._items: deque[tuple[Key, Event]] = deque()
         self._latest: dict[Key, Event] = {}
         self._waiter: asyncio.Future[None] | None = None
+        self.ended = False  # the worker is stopping: ``take`` no longer waits
 
     def __len__(self) -> int:
         return len(self._items) + len(self._latest)
@@ -278,6 +297,10 @@ class ClientQueue:
             self._items.append((key, event))
         self.wake()
 
+    def end(self) -> None:
+        self.ended = True
+        self.wake()
+
     def wake(self) -> None:
         """Let a waiting ``take`` return (with what there is, possibly nothing)."""
         waiter = self._waiter
@@ -286,7 +309,7 @@ class ClientQueue:
 
     async def take(self, timeout: float | None) -> list[tuple[Key, Event]]:
         """Everything waiting, oldest first; waits up to ``timeout`` s (or a ``wake``) for it."""
-        if not self._items and not self._latest:
+        if not self._items and not self._latest and not self.ended:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await asyncio.wait_for(self._waiter, timeout)

@@ -89,6 +89,7 @@ class TangoEvents:
         self.period = poll_ms / 1000
         self.hub: Hub | None = None
         self._pollers: dict[tuple[str, str], _DevicePoller] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # subscribing and unsubscribing
 
     def bind(self, hub: Hub) -> None:
         self.hub = hub
@@ -97,11 +98,15 @@ class TangoEvents:
 
     def start(self, upstream: Upstream) -> None:
         state = upstream.source_state = _State()
+        state.task = self._spawn(self._run(upstream))
+
+    def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
         # A context of its own: the task must not inherit the deadline of the request that
         # happened to start it.
-        state.task = asyncio.get_running_loop().create_task(
-            self._run(upstream), context=contextvars.Context()
-        )
+        task = asyncio.get_running_loop().create_task(coroutine, context=contextvars.Context())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def stop(self, upstream: Upstream) -> None:
         state: _State = upstream.source_state
@@ -113,6 +118,15 @@ class TangoEvents:
         self._unpoll(upstream)
         if state.event_id is not None:
             self._unsubscribe(upstream, state)
+
+    def close(self) -> None:
+        """Cancel every task of this source (the worker stops)."""
+        for task in self._tasks:
+            task.cancel()
+        for poller in self._pollers.values():
+            if poller.task is not None:
+                poller.task.cancel()
+        self._pollers.clear()
 
     def describe(self, key: Key) -> dict[str, Any]:
         _, host, device, attribute, event = key
@@ -245,7 +259,7 @@ class TangoEvents:
             except ApiError as exc:
                 log.info("unsubscribing from %r: %s", upstream.key, exc)
 
-        asyncio.get_running_loop().create_task(unsubscribe(), context=contextvars.Context())
+        self._spawn(unsubscribe())
 
     def _publish(self, upstream: Upstream, event: Event) -> None:
         if self.hub is not None:

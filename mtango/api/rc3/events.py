@@ -63,7 +63,7 @@ async def _next(queue: ClientQueue, timeout: float, skip_first_value: bool = Fal
         if skip_first_value and batch and not batch[0][1].error:
             batch = batch[1:]
             skip_first_value = False
-        if batch or loop.time() >= deadline:
+        if batch or loop.time() >= deadline or queue.ended:
             return batch[-1][1] if batch else None
 
 
