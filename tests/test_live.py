@@ -255,6 +255,14 @@ def test_waltz_sequence_across_workers(control_system, tmp_path):
             assert http("DELETE", f"{base}/{sub['id']}").status == 204
             poll("the stream ended", lambda: stream.ended, timeout=10)
             assert http("GET", f"{base}/{sub['id']}").status == 404
+        # A stopping server ends its open streams itself (Sanic's graceful shutdown waited for
+        # them, then stopped the loop under them: a traceback in the log).
+        last = http("POST", base, body=[first]).json()
+        with SseStream(f"{base}/{last['id']}/event-stream") as open_stream:
+            poll("values", lambda: open_stream.of("1"))
+            assert main.stop() == 0
+            poll("the open stream ended by the server", lambda: open_stream.ended)
+        assert "Traceback" not in main.log.read_text()
     finally:
         main.stop()
 
