@@ -33,6 +33,7 @@ from mtango.stats import CACHES, Metrics
 log = logging.getLogger("mtango")
 ORDERS_INTERVAL = 0.1  # seconds between looks at the order files
 SAMPLE_INTERVAL = 1.0  # seconds between samples of channel states and process figures
+SWEEP_INTERVAL = 5.0  # most seconds between looks for idle mTango subscriptions
 
 
 def run_dir() -> Path:
@@ -91,6 +92,7 @@ class Worker:
         self._subscriptions_seen = subscriptions.generation() if subscriptions else 0
         self._live_seen = {"events": 0, "errors": 0, "deliveries": 0, "coalesced": 0}
         self._live_written = b""
+        self._next_sweep = 0.0
         self._clear: dict[str, Callable[[], Any]] = {
             "devices": tango.clear_devices,
             "attributes": tango.attributes.clear,
@@ -194,7 +196,12 @@ class Worker:
         if full:
             self.metrics.sample_process()
             self.publish_live()
-            if self.subscriptions is not None and self.config is not None:
+            now = time.monotonic()
+            if self.subscriptions is not None and self.config is not None and \
+                    now >= self._next_sweep:
+                # A stat per subscription file: every few seconds is soon enough for an idle
+                # time of a minute.
+                self._next_sweep = now + min(SWEEP_INTERVAL, self.config.subscription_idle_s / 4)
                 self.subscriptions.sweep(self.config.subscription_idle_s)
 
     async def _upkeep(self) -> None:
