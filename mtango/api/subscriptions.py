@@ -22,11 +22,11 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from mtango import jsonenc
-from mtango.api.common import check_name, json_body, respond
+from mtango.api.common import check_name, device_name, json_body, respond
 from mtango.errors import ApiError, ErrorEntry, FailureKind, bad_request, not_found
 from mtango.live.hub import ClientQueue, Event, Hub, Key
 from mtango.live.subscriptions import Subscription, SubscriptionStore, public
-from mtango.tango.events import EVENT_TYPES, tango_key
+from mtango.tango.events import check_event_type, tango_key
 
 PREFIX = "/tango/subscriptions"
 # What EventSource waits before reconnecting (ms); the Java server's "retry: 30" was meant as s.
@@ -81,13 +81,9 @@ def target_key(request: Request, target: Any) -> Key:
     parts = fields["device"].split("/")
     if len(parts) != 3:
         raise bad_request(f"device {fields['device']!r} is not domain/family/member", "BadName")
-    for part in parts:
-        check_name(part, "device name part")
+    device = device_name(*parts)
     check_name(fields["attribute"], "attribute")
-    if fields["type"] not in EVENT_TYPES:
-        raise bad_request(f"Unsupported event: {fields['type']} (use one of "
-                          f"{', '.join(EVENT_TYPES)})", "UnsupportedEvent")
-    return tango_key(host_key, fields["device"], fields["attribute"], fields["type"])
+    return tango_key(host_key, device, fields["attribute"], check_event_type(fields["type"]))
 
 
 async def _check(request: Request, target: Any) -> tuple[dict[str, Any] | None, Any]:

@@ -28,7 +28,14 @@ from typing import Any
 import tango
 
 from mtango import jsonenc
-from mtango.errors import ApiError, ErrorEntry, FailureKind, entries_from_devfailed, failure_body
+from mtango.errors import (
+    ApiError,
+    ErrorEntry,
+    FailureKind,
+    bad_request,
+    entries_from_devfailed,
+    failure_body,
+)
 from mtango.live.handoff import Handoff
 from mtango.live.hub import Event, Hub, Key, Upstream
 from mtango.tango import convert
@@ -56,6 +63,14 @@ RETRY_S = 5.0
 
 def tango_key(host: str, device: str, attribute: str, event: str) -> Key:
     return ("tango", host, device.lower(), attribute.lower(), event)
+
+
+def check_event_type(event: str) -> str:
+    """An event type a client named: one of EVENT_TYPES, else 400 (the Java server's text)."""
+    if event not in EVENT_TYPES:
+        raise bad_request(f"Unsupported event: {event} (use one of {', '.join(EVENT_TYPES)})",
+                          "UnsupportedEvent")
+    return event
 
 
 def error_event(entries: list[ErrorEntry], name: str) -> Event:

@@ -30,7 +30,7 @@ from mtango.errors import (
     classify_reasons,
 )
 from mtango.live.hub import ClientQueue, Event, Hub
-from mtango.tango.events import EVENT_TYPES, tango_key
+from mtango.tango.events import check_event_type, tango_key
 
 MAX_WAIT_MS = 30_000
 STATES = ("INITIAL", "CONTINUATION")
@@ -71,9 +71,7 @@ async def long_poll(request: Request, host: str, port: str, domain: str, family:
                     member: str, attr: str, event: str) -> HTTPResponse:
     tango, host_key, device = target.device(request, host, port, domain, family, member)
     name = check_name(attr, "attribute")
-    if event not in EVENT_TYPES:
-        raise bad_request(f"Unsupported event: {event} (use one of {', '.join(EVENT_TYPES)})",
-                          "UnsupportedEvent")
+    check_event_type(event)
     state = query_value(request, "state")
     if state is not None and state.upper() not in STATES:
         raise bad_request(f"state must be INITIAL or CONTINUATION, not {state!r}", "BadState")
