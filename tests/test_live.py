@@ -25,6 +25,7 @@ LIVE_SERVER = "DemoTangoTest/live"
 LIVE_DEVICE = "test/live/1"
 POLL_MS = 200
 QUEUE = 16
+IDLE_S = 3.0  # heartbeats every second (a third of it)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,7 @@ def live(control_system) -> Iterator[InProcessBridge]:
     running = InProcessBridge(Config(
         tango_host=control_system.tango_host, tango_timeout_ms=TEST_TIMEOUT_MS,
         tango_poll_ms=POLL_MS, events_linger_s=1.0, events_queue_size=QUEUE,
+        subscription_idle_s=IDLE_S,
     )).start()
     yield running
     running.stop()
@@ -218,6 +220,18 @@ def test_stream_starts_with_latest_values_and_has_retry(live):
     # that never changes.
     with SseStream(url) as again:
         poll("the unchanging value again", lambda: again.of("2"))
+
+
+def test_an_idle_subscription_is_removed_an_open_one_kept(live):
+    sub = subscribe(live, [target_of(live, "short_scalar_ro")])
+    url = f"{live.base}/tango/subscriptions/{sub['id']}"
+    with SseStream(url + "/event-stream") as stream:
+        # Streamed for longer than the idle time: kept, heartbeat after heartbeat.
+        poll("heartbeats for longer than the idle time",
+             lambda: len(stream.of("maintenance")) > IDLE_S + 1, timeout=30)
+        assert http("GET", url).status == 200
+    poll("the subscription removed once its stream is closed",
+         lambda: http("GET", url).status == 404, timeout=30)
 
 
 def test_waltz_sequence_across_workers(control_system, tmp_path):
