@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from mtango.stats import CACHES, Metrics
 log = logging.getLogger("mtango")
 ORDERS_INTERVAL = 0.1  # seconds between looks at the order files
 SAMPLE_INTERVAL = 1.0  # seconds between samples of channel states and process figures
+STREAMS_PER_COLLECTION = 500
 SWEEP_INTERVAL = 5.0  # most seconds between looks for idle mTango subscriptions
 
 
@@ -93,6 +95,7 @@ class Worker:
         self._live_seen = {"events": 0, "errors": 0, "deliveries": 0, "coalesced": 0}
         self._live_written = b""
         self._next_sweep = 0.0
+        self._closed_streams = 0
         self._clear: dict[str, Callable[[], Any]] = {
             "devices": tango.clear_devices,
             "attributes": tango.attributes.clear,
@@ -135,6 +138,20 @@ class Worker:
             self._subscriptions_seen = generation
             for stream in self.streams:
                 stream.mark_stale()
+
+    def stream_closed(self) -> None:
+        """An event stream ended: collect the cycles closed streams leave, in batches.
+
+        A stream's connection, request, response and queue end up in reference cycles that
+        outlive the young generations (the app raises their threshold to 50,000), so full
+        collections came too rarely: a worker kept 6.5 MB more after each round of 1000 streams
+        (measured with bench/live_bench.py, 101 -> 119 -> 125 -> 132 -> 139 MB). Collecting
+        after every 500 closed streams, and when the last one closes, kept it at 119-121 MB.
+        """
+        self._closed_streams += 1
+        if self._closed_streams >= STREAMS_PER_COLLECTION or not self.streams:
+            self._closed_streams = 0
+            gc.collect()
 
     def live_figures(self) -> dict[str, Any]:
         """This worker's upstream subscriptions and counters (the part of /sys/subscriptions)."""

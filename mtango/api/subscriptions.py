@@ -272,6 +272,7 @@ async def event_stream(request: Request, sub_id: str) -> HTTPResponse | None:
     finally:
         streams.discard(stream)
         stream.close()
+        request.app.ctx.worker.stream_closed()
         store.touch(sub["id"])  # its idle time starts now
     return None
 
