@@ -186,7 +186,8 @@ class EventStream:
         self.queue = ClientQueue(config.events_queue_size, self.hub.stats)
         self.heartbeat = min(config.sse_heartbeat_s, config.subscription_idle_s / 3)
         self.keys: dict[Key, list[int]] = {}
-        self.stale = False  # the subscription's file changed: reload it
+        self.stale = False  # some subscription's file changed: see whether this one did
+        self.version: int | None = None  # of the file last loaded; None: the first change reloads
         self._load(sub)
 
     def _load(self, sub: Subscription) -> list[Key]:
@@ -239,10 +240,17 @@ class EventStream:
             out = []
             if self.stale:
                 self.stale = False
-                sub = store.get(self.sub_id)
-                if sub is None:
+                # Any subscription's change marks every stream stale; its own file says
+                # whether this one changed (a stat, not a read and parse, for the others).
+                version = store.version(self.sub_id)
+                if version is None:
                     return  # cancelled (DELETE) or swept: the stream ends
-                out.append(self.latest(self._load(sub)))
+                if version != self.version:
+                    self.version = version
+                    sub = store.get(self.sub_id)
+                    if sub is None:
+                        return
+                    out.append(self.latest(self._load(sub)))
             for key, event in batch:
                 ids = self.keys.get(key)
                 if ids:

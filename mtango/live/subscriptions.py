@@ -42,6 +42,13 @@ class SubscriptionStore:
             return None
         return data
 
+    def version(self, sub_id: int) -> int | None:
+        """Changes whenever subscription ``sub_id`` changes; None once it is gone."""
+        try:
+            return self._path(sub_id).stat().st_mtime_ns
+        except OSError:
+            return None
+
     def generation(self) -> int:
         """Changes whenever a subscription is created, changed or removed."""
         try:
