@@ -416,16 +416,19 @@ def main() -> int:
     print(f"{'direct PyTango client':30}{rate:9.1f} {RATE_HZ:7.0f} {rate / RATE_HZ:6.0%} "
           f"{percentile(direct['delays'], 50):7.1f} {p99_direct:7.1f} {1:10.1f} "
           f"{'':>10} {'':>11}   (device server CPU {device_cpu:.0f}%)")
-    for case in cases:
+
+    def row(label: str, case: dict) -> None:
         rate = case["deliveries"] / case["seconds"]
         ideal = case["clients"] * RATE_HZ
         p99 = percentile(case["delays"], 99)
         before, during, after = case["rss"]
-        label = f"SSE, {case['clients']} clients ({case['procs']} procs)"
         print(f"{label:30}{rate:9.0f} {ideal:7.0f} {rate / ideal:6.0%} "
               f"{percentile(case['delays'], 50):7.1f} {p99:7.1f} {p99 / p99_direct:10.1f} "
               f"{case['cpu']:9.0f}% {case['client_cpu']:10.0f}%   "
               f"{before:.0f}/{during:.0f}/{after:.0f} (after = {after / before:.2f}x before)")
+
+    for case in cases:
+        row(f"SSE, {case['clients']} clients ({case['procs']} procs)", case)
         notes = []
         if case["coalesced"]:
             notes.append(f"{case['coalesced']} events coalesced in full queues")
@@ -437,15 +440,7 @@ def main() -> int:
         if notes:
             print("    " + "; ".join(notes))
     if polled is not None:
-        rate = polled["deliveries"] / polled["seconds"]
-        ideal = polled["clients"] * RATE_HZ
-        p99 = percentile(polled["delays"], 99)
-        before, during, after = polled["rss"]
-        label = f"long poll, {polled['clients']} ({polled['procs']} procs)"
-        print(f"{label:30}{rate:9.0f} {ideal:7.0f} {rate / ideal:6.0%} "
-              f"{percentile(polled['delays'], 50):7.1f} {p99:7.1f} {p99 / p99_direct:10.1f} "
-              f"{polled['cpu']:9.0f}% {polled['client_cpu']:10.0f}%   "
-              f"{before:.0f}/{during:.0f}/{after:.0f} (after = {after / before:.2f}x before)")
+        row(f"long poll, {polled['clients']} ({polled['procs']} procs)", polled)
         lat = polled["latencies"]
         print(f"    request latency (sent to answered) p50 {percentile(lat, 50):.0f} ms, "
               f"p99 {percentile(lat, 99):.0f} ms, mean {statistics.fmean(lat):.0f} ms; "
