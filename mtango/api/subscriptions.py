@@ -72,10 +72,13 @@ def target_key(request: Request, target: Any) -> Key:
     """The hub key of a target as sent by a client; ApiError (400/403) when it is not valid."""
     if not isinstance(target, dict):
         raise bad_request("a target is {host, device, attribute, type}", "BadTarget")
-    fields = {k: target.get(k) for k in ("host", "device", "attribute", "type")}
-    if not all(isinstance(v, str) and v for v in fields.values()):
-        raise bad_request("a target needs host ('name:port'), device, attribute and type, "
-                          "all strings", "BadTarget")
+    fields: dict[str, str] = {}
+    for name in ("host", "device", "attribute", "type"):
+        value = target.get(name)
+        if not isinstance(value, str) or not value:
+            raise bad_request("a target needs host ('name:port'), device, attribute and type, "
+                              "all strings", "BadTarget")
+        fields[name] = value
     host, _, port = fields["host"].rpartition(":")
     host_key = request.app.ctx.tango.host_key(host, port)
     parts = fields["device"].split("/")

@@ -65,6 +65,12 @@ def tango_key(host: str, device: str, attribute: str, event: str) -> Key:
     return ("tango", host, device.lower(), attribute.lower(), event)
 
 
+def _parts(key: Key) -> tuple[str, str, str, str]:
+    """Host, device, attribute and event type of a Tango key."""
+    _, host, device, attribute, event = key
+    return str(host), str(device), str(attribute), str(event)
+
+
 def check_event_type(event: str) -> str:
     """An event type a client named: one of EVENT_TYPES, else 400 (the Java server's text)."""
     if event not in EVENT_TYPES:
@@ -151,7 +157,7 @@ class TangoEvents:
     # -- subscribing -----------------------------------------------------------------------------
 
     async def _run(self, upstream: Upstream) -> None:
-        _, host, device, attribute, event = upstream.key
+        host, device, attribute, event = _parts(upstream.key)
         state: _State = upstream.source_state
         while not upstream.closed:
             self.backend.begin_request()  # one deadline per attempt
@@ -207,7 +213,7 @@ class TangoEvents:
                 state.waiting = False
 
     async def _subscribe(self, upstream: Upstream, state: _State, stateless: bool) -> int | None:
-        _, host, device, _, event = upstream.key
+        host, device, _, event = _parts(upstream.key)
         callback = self._callback(upstream, state)
         # SyncRead: fail at once when the attribute has no such event (then the bridge polls);
         # Stateless: succeed whatever happens, Tango retrying every 10 s (measured, PyTango 10.3).
