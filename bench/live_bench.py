@@ -91,7 +91,8 @@ def received(event):
         delays.append((now - event.attr_value.time.totime()) * 1000)
 proxy = tango.DeviceProxy(trl)
 event_id = proxy.subscribe_event(attribute, tango.EventType.CHANGE_EVENT, received)
-time.sleep(0.5)  # the first (current value) event and the connection settle
+while not times:  # the first event (the current value) has come: the connection is up
+    time.sleep(0.01)
 start = time.time()
 time.sleep(window)
 end = time.time()

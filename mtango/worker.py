@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mtango.config import Config
 from mtango.live.hub import Hub
 from mtango.live.subscriptions import SubscriptionStore
 from mtango.stats import CACHES, Metrics
@@ -81,17 +82,17 @@ class Worker:
     """One worker's metrics, the clear functions of its caches, and its upkeep task."""
 
     def __init__(self, metrics: Metrics, orders: CleanOrders, tango: Any, epics: Any,
-                 hub: Hub | None = None, subscriptions: SubscriptionStore | None = None,
-                 streams: set[Any] | None = None, config: Any = None) -> None:
+                 hub: Hub, subscriptions: SubscriptionStore, streams: set[Any],
+                 config: Config) -> None:
         self.metrics = metrics
         self.orders = orders
         self.tango = tango
         self.epics = epics
         self.hub = hub
         self.subscriptions = subscriptions
-        self.streams: set[Any] = streams if streams is not None else set()
+        self.streams = streams  # this worker's open event streams (mtango.api.subscriptions)
         self.config = config
-        self._subscriptions_seen = subscriptions.generation() if subscriptions else 0
+        self._subscriptions_seen = subscriptions.generation()
         self._live_seen = {"events": 0, "errors": 0, "deliveries": 0, "coalesced": 0}
         self._live_written = b""
         self._next_sweep = 0.0
@@ -131,8 +132,6 @@ class Worker:
 
     def watch_subscriptions(self) -> None:
         """Tell this worker's streams when any mTango subscription changed on disk."""
-        if self.subscriptions is None:
-            return
         generation = self.subscriptions.generation()
         if generation != self._subscriptions_seen:
             self._subscriptions_seen = generation
@@ -156,7 +155,6 @@ class Worker:
     def live_figures(self) -> dict[str, Any]:
         """This worker's upstream subscriptions and counters (the part of /sys/subscriptions)."""
         hub = self.hub
-        assert hub is not None
         upstreams = hub.describe()
         return {
             "worker": self.metrics.worker,
@@ -171,8 +169,6 @@ class Worker:
 
     def publish_live(self) -> None:
         """Write ``live-<worker>.json`` (when it changed) and copy live counters to metrics."""
-        if self.hub is None:
-            return
         figures = self.live_figures()
         data = json.dumps(figures).encode()
         if data != self._live_written:
@@ -214,8 +210,7 @@ class Worker:
             self.metrics.sample_process()
             self.publish_live()
             now = time.monotonic()
-            if self.subscriptions is not None and self.config is not None and \
-                    now >= self._next_sweep:
+            if now >= self._next_sweep:
                 # A stat per subscription file: every few seconds is soon enough for an idle
                 # time of a minute.
                 self._next_sweep = now + min(SWEEP_INTERVAL, self.config.subscription_idle_s / 4)
