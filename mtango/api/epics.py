@@ -37,7 +37,7 @@ from mtango.api.common import (
     respond,
 )
 from mtango.epics.backend import EpicsBackend
-from mtango.epics.client import ReadOptions
+from mtango.epics.reads import ReadOptions
 from mtango.errors import ApiError, bad_request, failure_body
 
 ROOT = "/epics/rest/v1"

@@ -26,24 +26,22 @@ import struct
 import time
 from typing import Any
 
-from caproto import ChannelType
-
 from mtango.cache import SingleFlight
 from mtango.config import Config
 from mtango.epics import convert
-from mtango.epics.client import (
+from mtango.epics.compat import broadcast_addresses
+from mtango.epics.errors import (
     ArrayTooLarge,
-    Channel,
     ChannelError,
-    ChannelPool,
     ConnectTimeout,
     Disconnected,
-    ReadOptions,
     ReadTimeout,
     ServerError,
     TooManySearches,
 )
 from mtango.epics.names import NameRules, check_pv_name
+from mtango.epics.pool import ChannelPool
+from mtango.epics.reads import ReadOptions
 from mtango.errors import ApiError, ErrorEntry, bad_request, failure_body
 from mtango.live.handoff import Handoff
 
@@ -106,13 +104,8 @@ class EpicsBackend:
         """Configured addresses, plus the broadcast addresses of EPICS_CA_AUTO_ADDR_LIST=YES."""
         addresses = list(self.config.epics_addresses)
         if self.config.epics_ca_auto_addr_list:
-            import caproto as ca
-
             port = self.config.epics_ca_server_port
-            if getattr(ca._utils, "netifaces", None) is not None:
-                found = [bcast for _, bcast in ca.get_netifaces_addresses()]
-            else:
-                found = ["255.255.255.255"]
+            found = broadcast_addresses()
             addresses += [(a, port) for a in found if (a, port) not in addresses]
         return addresses
 
@@ -213,26 +206,17 @@ class EpicsBackend:
 
     def _value_body(
         self,
-        channel: Channel,
-        reading: convert.Reading,
+        answer: convert.PvReading,
         options: ReadOptions,
         encoding: str,
         started: float,
     ) -> dict[str, Any]:
         """The value object, converted once per reading and options, stamped per request."""
+        reading = answer.reading
         key = (options.count, encoding)
         body = reading.bodies.get(key)
         if body is None:
-            body = convert.value_object(
-                channel.name,
-                reading,
-                channel.native_type,
-                channel.native_count,
-                long_string=channel.long_string,
-                labels=channel.labels,
-                count=options.count,
-                encoding=encoding,
-            )
+            body = convert.value_body(answer, options.count, encoding)
             if len(reading.bodies) >= 8:  # a client cycling through ?count values
                 reading.bodies.clear()
             reading.bodies[key] = body
@@ -242,99 +226,46 @@ class EpicsBackend:
         out["age_ms"] = max(0, int((now - reading.received) * 1000))
         return out
 
-    def _labels_ready(self, channel: Channel, now: float) -> bool:
-        return channel.native_type != ChannelType.ENUM or (
-            self._running_pool().control_cached(channel, now) is not None
-        )
-
-    async def _read(
-        self,
-        channels: list[Channel],
-        options: ReadOptions,
-        encoding: str,
-        started: float,
-        deadline: float,
-    ) -> dict[Channel, dict[str, Any] | ChannelError]:
-        """Value objects of ``channels`` (enum labels fetched as needed), or their errors."""
-        pool = self._running_pool()
-        outcomes: dict[Channel, Any] = await pool.read_many(channels, options, deadline)
-        now = time.monotonic()
-        enums = [
-            c for c, out in outcomes.items()
-            if isinstance(out, convert.Reading) and not self._labels_ready(c, now)
-        ]
-        if enums:
-            controls = await pool.read_many(enums, options, deadline, kind="control")
-            for channel, control in controls.items():
-                if isinstance(control, ChannelError):
-                    outcomes[channel] = control
-        return {
-            c: self._value_body(c, out, options, encoding, started)
-            if isinstance(out, convert.Reading)
-            else out
-            for c, out in outcomes.items()
-        }
-
-    def _cached_body(
-        self, channel: Channel, options: ReadOptions, encoding: str, started: float
-    ) -> dict[str, Any] | None:
-        """The fast path: a monitored value the request accepts, labels known: no awaiting."""
-        if not self._labels_ready(channel, started):
-            return None
-        reading = self._running_pool().cached(channel, options, started)
-        if reading is None:
-            return None
-        return self._value_body(channel, reading, options, encoding, started)
+    def _open(self, pool: ChannelPool, name: str) -> None:
+        try:
+            pool.open_one(name)
+        except TooManySearches as exc:
+            raise api_error(exc, name) from None
 
     async def value(self, name: str, options: ReadOptions, encoding: str = "json") -> dict:
         """``GET pvs/{pv}/value``: the value object of one PV."""
         pool = self._running_pool()
         self.check(name)
         started = time.monotonic()
-        channel = self._channel(pool, name)
-        body = self._cached_body(channel, options, encoding, started)
-        if body is None:
-            outcome = (await self._read([channel], options, encoding, started,
-                                        started + self.span))[channel]
+        self._open(pool, name)
+        answer = pool.cached_value(name, options, started)
+        if answer is None:
+            outcome = (await pool.values([name], options, started + self.span))[name]
             if isinstance(outcome, ChannelError):
                 raise self._failure(outcome, name)
-            body = outcome
-        return body
+            answer = outcome
+        return self._value_body(answer, options, encoding, started)
 
-    async def _control(self, channel: Channel, deadline: float) -> Any:
+    async def _control(self, name: str, deadline: float) -> convert.PvReading:
         pool = self._running_pool()
-        outcome = (await pool.read_many([channel], ReadOptions(), deadline, kind="control"))[
-            channel
-        ]
+        outcome = (await pool.controls([name], deadline))[name]
         if isinstance(outcome, ChannelError):
-            raise self._failure(outcome, channel.name)
-        return outcome.metadata
+            raise self._failure(outcome, name)
+        return outcome
 
     async def info(self, name: str) -> dict[str, Any]:
         """``GET pvs/{pv}/info``: control metadata (units, limits, enum strings, access)."""
         pool = self._running_pool()
         self.check(name)
-        channel = self._channel(pool, name)
-        control = await self._control(channel, time.monotonic() + self.span)
-        return self._info_body(channel, control)
-
-    def _info_body(self, channel: Channel, control: Any) -> dict[str, Any]:
-        return convert.info_object(
-            channel.name,
-            control,
-            channel.native_type,
-            channel.native_count,
-            access=channel.access,
-            host=channel.host,
-            long_string=channel.long_string,
-        )
+        self._open(pool, name)
+        return convert.info_body(await self._control(name, time.monotonic() + self.span))
 
     async def full(self, name: str, options: ReadOptions, encoding: str = "json") -> dict:
         """``GET pvs/{pv}``: value, time, alarm and metadata in one object."""
         value = await self.value(name, options, encoding)
-        channel = self._channel(self._running_pool(), name)
-        control = await self._control(channel, time.monotonic() + self.span)
-        return convert.full_object(value, self._info_body(channel, control))
+        self._open(self._running_pool(), name)
+        control = await self._control(name, time.monotonic() + self.span)
+        return convert.full_object(value, convert.info_body(control))
 
     async def values(
         self, names: list[str], options: ReadOptions, encoding: str = "json"
@@ -363,41 +294,36 @@ class EpicsBackend:
                 error = api_error(pool.too_many_searches(), name)
                 results[name] = failure_body(error.entries, name=name, connected=False)
             valid = [n for n in valid if n not in refused]
+        pool.open(valid)
         slow = []
-        for channel in pool.channels_for(valid):
-            body = self._cached_body(channel, options, encoding, started)
-            if body is None:
-                slow.append(channel)
+        for name in valid:
+            answer = pool.cached_value(name, options, started)
+            if answer is None:
+                slow.append(name)
             else:
-                results[channel.name] = body
+                results[name] = self._value_body(answer, options, encoding, started)
         if slow:
-            outcomes = await self._read(slow, options, encoding, started, started + self.span)
-            for channel, outcome in outcomes.items():
-                results[channel.name] = self._item(channel, outcome)
+            outcomes = await pool.values(slow, options, started + self.span)
+            for name, outcome in outcomes.items():
+                results[name] = self._item(name, outcome, options, encoding, started)
         return [results[name] for name in names]
 
-    @staticmethod
-    def _channel(pool: ChannelPool, name: str) -> Channel:
-        if pool.refused([name]):
-            raise api_error(pool.too_many_searches(), name)
-        return pool.channels_for([name])[0]
-
-    def _item(self, channel: Channel, outcome: Any) -> dict[str, Any]:
-        if isinstance(outcome, dict):
-            return outcome
-        error = self._failure(outcome, channel.name)
-        return failure_body(error.entries, name=channel.name, connected=channel.connected)
+    def _item(self, name: str, outcome: convert.PvReading | ChannelError, options: ReadOptions,
+              encoding: str, started: float) -> dict[str, Any]:
+        if isinstance(outcome, ChannelError):
+            error = self._failure(outcome, name)
+            return failure_body(error.entries, name=name, connected=outcome.connected)
+        return self._value_body(outcome, options, encoding, started)
 
     # -- health ----------------------------------------------------------------------------------
 
     async def health(self) -> tuple[dict[str, Any], int]:
         """Channel, circuit, subscription and read counts; 503 when an IOC address is down."""
         if self.pool is None:
-            body = {"status": "NOT_CONFIGURED", "addresses": []}
-            return body, 503
+            return {"status": "NOT_CONFIGURED", "addresses": []}, 503
         addresses = await self._probe.run("probe", self._addresses_state)
         reachable = all(a["reachable"] is not False for a in addresses)
-        body = {
+        body: dict[str, Any] = {
             "status": "OK" if reachable else "UNREACHABLE",
             "addresses": addresses,
             "auto_addr_list": self.config.epics_ca_auto_addr_list,

@@ -82,6 +82,43 @@ class Reading:
         return int(md.secondsSinceEpoch) + EPICS_EPOCH_OFFSET, int(md.nanoSeconds)
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelMeta:
+    """What a connected channel knows about its PV: native type and count, access, IOC, enum
+    labels (once a DBR_CTRL answer gave them). A new one is made on each (re)connection."""
+
+    name: str
+    native_type: ChannelType
+    native_count: int
+    access: Any = None
+    host: str | None = None
+    long_string: bool = False
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PvReading:
+    """What the channel pool answers: a reading with the metadata of its channel at that time."""
+
+    meta: ChannelMeta
+    reading: Reading
+
+
+def value_body(answer: PvReading, count: int = 0, encoding: str = "json") -> dict[str, Any]:
+    """The value object of a pool answer (``value_object`` with the channel's metadata)."""
+    meta = answer.meta
+    return value_object(meta.name, answer.reading, meta.native_type, meta.native_count,
+                        long_string=meta.long_string, labels=meta.labels, count=count,
+                        encoding=encoding)
+
+
+def info_body(answer: PvReading) -> dict[str, Any]:
+    """The info object of a pool answer holding a DBR_CTRL reading."""
+    meta = answer.meta
+    return info_object(meta.name, answer.reading.metadata, meta.native_type, meta.native_count,
+                       access=meta.access, host=meta.host, long_string=meta.long_string)
+
+
 def decode_text(raw: bytes) -> str:
     """IOC strings are bytes: UTF-8 when they decode as such, else Latin-1 (caproto's default)."""
     raw = raw.split(b"\0", 1)[0]
