@@ -19,6 +19,7 @@ from typing import Any
 
 from sanic import Request, Sanic
 from sanic.exceptions import BadRequest, RequestTimeout, SanicException
+from sanic.http import Http
 from sanic.response import HTTPResponse
 from sanic_cors import CORS
 
@@ -77,8 +78,12 @@ class BridgeRequest(Request):
         """
         if self.body:
             return
-        pieces = []
-        stream = aiter(self.stream)
+        # Sanic reads a body only through the request's connection stream, and the bridge serves
+        # HTTP/1.1 only (no HTTP/3, no ASGI): that stream is Sanic's Http.
+        http = self.stream
+        assert isinstance(http, Http), type(http)
+        pieces: list[bytes] = []
+        stream = aiter(http)
         while True:
             try:
                 pieces.append(
@@ -87,8 +92,8 @@ class BridgeRequest(Request):
             except StopAsyncIteration:
                 break
             except asyncio.TimeoutError:
-                self.stream.keep_alive = False
-                self.stream.request_body = None  # Sanic would wait for the rest after answering
+                http.keep_alive = False
+                http.request_body = None  # Sanic would wait for the rest after answering
                 raise RequestTimeout("the request body stopped arriving") from None
         self.body = b"".join(pieces)
 

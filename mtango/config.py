@@ -177,12 +177,14 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 def _coerce(name: str, raw: Any) -> Any:
     """Turn a YAML or environment value into the type of the field's default."""
-    default = Config.__dataclass_fields__[name]
-    kind = type(
-        default.default
-        if default.default is not dataclasses.MISSING
-        else default.default_factory()  # type: ignore[misc]
-    )
+    spec = _FIELDS[name]
+    if spec.default is not dataclasses.MISSING:
+        default = spec.default
+    elif spec.default_factory is not dataclasses.MISSING:
+        default = spec.default_factory()
+    else:  # every Config field has a default or a default factory
+        raise TypeError(f"Config.{name} has no default")
+    kind = type(default)
     try:
         if kind is bool:
             if isinstance(raw, bool):

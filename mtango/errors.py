@@ -159,7 +159,7 @@ def from_unexpected(exc: BaseException) -> ApiError:
     """A bug or an unforeseen library error: 500, described the way the Java server does."""
     frames = traceback.extract_tb(exc.__traceback__)
     origin = f"{frames[-1].filename}:{frames[-1].lineno} {frames[-1].name}" if frames else ""
-    entries = []
+    entries: list[ErrorEntry] = []
     current: BaseException | None = exc
     while current is not None and len(entries) < 5:
         entries.append(ErrorEntry(type(current).__name__, str(current), "ERR", origin))

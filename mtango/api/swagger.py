@@ -118,7 +118,7 @@ def index_page(config: Config) -> str:
         "validatorUrl": None,  # the default badge would fetch from the internet
     }
     # "</" cannot close the script element from inside the JSON.
-    config = json.dumps(options).replace("</", "<\\/")
+    options_json = json.dumps(options).replace("</", "<\\/")
     assets = f"{PREFIX}/assets"
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -135,7 +135,7 @@ def index_page(config: Config) -> str:
   <script src="{assets}/swagger-ui-bundle.js"></script>
   <script src="{assets}/swagger-ui-standalone-preset.js"></script>
   <script>
-    const options = {config};
+    const options = {options_json};
     options.presets = [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset];
     options.plugins = [SwaggerUIBundle.plugins.DownloadUrl];
     window.ui = SwaggerUIBundle(options);

@@ -132,9 +132,9 @@ class ControlSystem:
         import tango
 
         db = self.database()
-        devices = {cls: list(names) for cls, names in devices.items()}
+        by_class = {cls: list(names) for cls, names in devices.items()}
         infos = []
-        for cls, names in devices.items():
+        for cls, names in by_class.items():
             for name in names:
                 info = tango.DbDevInfo()
                 info.name, info._class, info.server = name, cls, server
@@ -151,7 +151,7 @@ class ControlSystem:
             [sys.executable, "-m", module, instance, "-ORBendPoint", f"giop:tcp:{LOOPBACK}:0"],
             managed_env,
         )
-        ds = DeviceServer(server, devices, managed, managed_env)
+        ds = DeviceServer(server, by_class, managed, managed_env)
         self.servers[server] = ds
         self.wait_for_devices(ds, timeout)
         return ds

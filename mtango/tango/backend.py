@@ -343,7 +343,9 @@ class TangoBackend:
         reply = await self._db_command(
             host, "DbGetDeviceAttributeProperty2", [device, info["name"]])
         found = convert.attribute_properties(reply)
-        props = found.get(info["name"]) or next(iter(found.values()), {})
+        props = found.get(info["name"])
+        if not props:
+            props = next(iter(found.values()), {})
         return dict(props)
 
     # -- device ------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import tango
@@ -101,6 +101,15 @@ class _State:
         self.no_event = False  # a stateless subscription found the attribute has no such event
 
 
+def _detached_task(coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """Start ``coroutine`` as a task with a context of its own, not its caller's.
+
+    ``create_task(context=...)`` needs Python 3.11; a task copies the context it is created in,
+    so creating it inside an empty context does the same on 3.10.
+    """
+    return contextvars.Context().run(asyncio.get_running_loop().create_task, coroutine)
+
+
 class TangoEvents:
     """The hub's source for Tango targets."""
 
@@ -124,7 +133,7 @@ class TangoEvents:
     def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
         # A context of its own: the task must not inherit the deadline of the request that
         # happened to start it.
-        task = asyncio.get_running_loop().create_task(coroutine, context=contextvars.Context())
+        task = _detached_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -333,8 +342,8 @@ class _DevicePoller:
         name = upstream.source_state.name
         self.upstreams.setdefault(name, []).append(upstream)
         if self.task is None:
-            self.task = asyncio.get_running_loop().create_task(
-                self._run(), context=contextvars.Context())
+            # Not the context of the request that happened to add the first attribute either.
+            self.task = _detached_task(self._run())
         # The newcomer's first value comes with the next poll; its listeners want one now.
         upstream.source_state.signature = None
 
