@@ -116,7 +116,7 @@ def missing_instance_names(context: Context, pv: PV, subscription: Any) -> list[
 # -- the context ---------------------------------------------------------------------------------
 
 
-class Broadcaster(SharedBroadcaster):  # type: ignore[misc]  # caproto is untyped
+class Broadcaster(SharedBroadcaster):
     """caproto's search broadcaster, sending to the configured addresses only.
 
     caproto reads ``EPICS_CA_ADDR_LIST`` from ``os.environ`` on every send; the bridge's addresses
