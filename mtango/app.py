@@ -25,12 +25,13 @@ from sanic_cors import CORS
 
 from mtango import __version__
 from mtango.api import epics as epics_api
+from mtango.api import live, ops, rc3, subscriptions, swagger
 from mtango.api import main as main_api
-from mtango.api import ops, rc3, subscriptions, swagger
 from mtango.api import sys as sys_api
 from mtango.api.common import check_url, json_response
 from mtango.config import Config
 from mtango.epics.backend import EpicsBackend
+from mtango.epics.events import EpicsEvents
 from mtango.epics.names import MAX_NAME_LENGTH
 from mtango.errors import ApiError, ErrorEntry, failure_body, from_unexpected
 from mtango.live.handoff import Handoff
@@ -163,6 +164,7 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
     app.blueprint(swagger.blueprint(config))
     app.blueprint(epics_api.blueprint())
     app.blueprint(subscriptions.blueprint())
+    app.blueprint(live.blueprint())
     app.blueprint(ops.blueprint())
 
     @app.before_server_start
@@ -179,8 +181,10 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
         epics = EpicsBackend(config)
         epics.start(handoff)
         tango_events = TangoEvents(tango, handoff, config.tango_poll_ms)
-        hub = Hub({"tango": tango_events}, config.events_linger_s)
+        epics_events = EpicsEvents(epics)
+        hub = Hub({"tango": tango_events, "epics": epics_events}, config.events_linger_s)
         tango_events.bind(hub)
+        epics_events.bind(hub)
         app.ctx.metrics, app.ctx.tango, app.ctx.epics, app.ctx.hub = metrics, tango, epics, hub
         directory = run_dir()
         app.ctx.subscriptions = SubscriptionStore(directory)

@@ -163,13 +163,18 @@ class EpicsBackend:
             found["subscriptions"] = counts["subscriptions"]
         return found
 
+    @staticmethod
+    def error(exc: ChannelError, name: str) -> ApiError:
+        """The error model's form of a CA failure (not counted as a failed read)."""
+        return api_error(exc, name)
+
     def _failure(self, exc: ChannelError, name: str) -> ApiError:
         self.failures += 1
         return api_error(exc, name)
 
     # -- checks ----------------------------------------------------------------------------------
 
-    def _running_pool(self) -> ChannelPool:
+    def running_pool(self) -> ChannelPool:
         if self.pool is None:
             raise ApiError(
                 ErrorEntry(
@@ -234,7 +239,7 @@ class EpicsBackend:
 
     async def value(self, name: str, options: ReadOptions, encoding: str = "json") -> dict:
         """``GET pvs/{pv}/value``: the value object of one PV."""
-        pool = self._running_pool()
+        pool = self.running_pool()
         self.check(name)
         started = time.monotonic()
         self._open(pool, name)
@@ -247,7 +252,7 @@ class EpicsBackend:
         return self._value_body(answer, options, encoding, started)
 
     async def _control(self, name: str, deadline: float) -> convert.PvReading:
-        pool = self._running_pool()
+        pool = self.running_pool()
         outcome = (await pool.controls([name], deadline))[name]
         if isinstance(outcome, ChannelError):
             raise self._failure(outcome, name)
@@ -255,7 +260,7 @@ class EpicsBackend:
 
     async def info(self, name: str) -> dict[str, Any]:
         """``GET pvs/{pv}/info``: control metadata (units, limits, enum strings, access)."""
-        pool = self._running_pool()
+        pool = self.running_pool()
         self.check(name)
         self._open(pool, name)
         return convert.info_body(await self._control(name, time.monotonic() + self.span))
@@ -263,7 +268,7 @@ class EpicsBackend:
     async def full(self, name: str, options: ReadOptions, encoding: str = "json") -> dict:
         """``GET pvs/{pv}``: value, time, alarm and metadata in one object."""
         value = await self.value(name, options, encoding)
-        self._open(self._running_pool(), name)
+        self._open(self.running_pool(), name)
         control = await self._control(name, time.monotonic() + self.span)
         return convert.full_object(value, convert.info_body(control))
 
@@ -271,7 +276,7 @@ class EpicsBackend:
         self, names: list[str], options: ReadOptions, encoding: str = "json"
     ) -> list[dict[str, Any]]:
         """Many PVs, one deadline for all: one item per requested name, value or FAILURE."""
-        pool = self._running_pool()
+        pool = self.running_pool()
         if not names:
             raise bad_request("name the PVs to read: ?pv=A&pv=B or a JSON list", "MissingParameter")
         if len(names) > self.config.epics_batch_max:

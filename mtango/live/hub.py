@@ -1,6 +1,6 @@
 """The subscription hub: one upstream subscription per target and worker, shared by everyone.
 
-A *target* is what a client watches: a Tango attribute with an event type, later an EPICS PV.
+A *target* is what a client watches: a Tango attribute with an event type, or an EPICS PV.
 Long polls, event streams, WebSockets, value reads and the web page all ask the hub; whoever
 asks first makes the hub start the target's upstream (through the *source* of its kind, e.g.
 ``mtango.tango.events``), everyone after shares it. No HTTP in here: consumers are *listeners*,
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import Hashable
@@ -28,7 +29,8 @@ from typing import Any, Protocol
 
 log = logging.getLogger("mtango")
 
-Key = tuple[Hashable, ...]  # ("tango", host, device, attribute, event type): lower-case names
+# ("tango", host, device, attribute, event type) with lower-case names, or ("epics", PV name)
+Key = tuple[Hashable, ...]
 
 # Recent events kept per target for ``last=``: the Java server's 30 s, bounded in number too
 # (an attribute changing at 1 kHz would otherwise keep 30,000).
@@ -46,6 +48,10 @@ class Event:
     received: float = field(default_factory=time.monotonic)
     # What a protocol made of it (e.g. the SSE data line), made once for all clients.
     encoded: dict[str, Any] = field(default_factory=dict)
+    # What the source knows beyond the body (EPICS: the readings with their metadata, which
+    # pvws's first update needs); None for Tango.
+    data: Any = None
+    seq: int = 0  # the hub's running number of the event in this worker (set by ``publish``)
 
     @property
     def error(self) -> bool:
@@ -123,6 +129,9 @@ class Hub:
     def __init__(self, sources: dict[str, Source], linger: float) -> None:
         self.sources = sources
         self.linger = linger
+        # Names this hub's event numbers (``Event.seq``) in ids given to clients: an id from
+        # another worker or an earlier process is told apart from one of this hub.
+        self.instance = secrets.token_hex(4)
         self.stats = HubStats()
         self._upstreams: dict[Key, Upstream] = {}
         self._loop = asyncio.get_running_loop()
@@ -215,6 +224,7 @@ class Hub:
         upstream.confirmed = event.received
         upstream.events += 1
         self.stats.events += 1
+        event.seq = self.stats.events
         if event.error:
             self.stats.errors += 1
             upstream.last_error = {"time": event.time_ms, "errors": event.body["errors"]}
