@@ -25,7 +25,7 @@ from sanic_cors import CORS
 
 from mtango import __version__
 from mtango.api import epics as epics_api
-from mtango.api import live, ops, rc3, subscriptions, swagger
+from mtango.api import live, ops, pvws, rc3, subscriptions, swagger
 from mtango.api import main as main_api
 from mtango.api import sys as sys_api
 from mtango.api.common import check_url, json_response
@@ -165,6 +165,7 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
     app.blueprint(epics_api.blueprint())
     app.blueprint(subscriptions.blueprint())
     app.blueprint(live.blueprint())
+    app.blueprint(pvws.blueprint())
     app.blueprint(ops.blueprint())
 
     @app.before_server_start

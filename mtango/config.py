@@ -49,6 +49,7 @@ class Config:
     events_queue_size: int = _defaults.events_queue_size
     subscription_idle_s: float = _defaults.subscription_idle_s
     sse_heartbeat_s: float = _defaults.sse_heartbeat_s
+    pvws_max_rate_hz: float = _defaults.pvws_max_rate_hz
     device_cache_size: int = _defaults.device_cache_size
     attribute_cache_size: int = _defaults.attribute_cache_size
     attribute_cache_ttl: float = _defaults.attribute_cache_ttl
@@ -281,7 +282,7 @@ def validate(config: Config) -> Config:
             problems.append(f"{name} must be at least 1")
     if config.tango_max_age_ms < 0:
         problems.append("tango_max_age_ms must not be negative")
-    for name in ("events_linger_s", "subscription_idle_s", "sse_heartbeat_s"):
+    for name in ("events_linger_s", "subscription_idle_s", "sse_heartbeat_s", "pvws_max_rate_hz"):
         if not getattr(config, name) > 0:
             problems.append(f"{name} must be positive")
     for name in ("device_cache_size", "attribute_cache_size"):

@@ -57,6 +57,10 @@ events_queue_size = 256
 # (proxies close connections idle for 60 s by default: nginx's proxy_read_timeout).
 subscription_idle_s = 60.0
 sse_heartbeat_s = 15.0
+# Most updates per second a pvws WebSocket client gets of one PV (the latest value always arrives:
+# updates in between are coalesced); a client may ask for fewer with ?max_rate=. pvws's own default
+# is one a second for scalars and one every 10 s for arrays.
+pvws_max_rate_hz = 10.0
 
 # Caches (entries). Proxies are cheap to keep and costly (about 1 ms) to build.
 device_cache_size = 256

@@ -97,8 +97,9 @@ async def clean(request: Request, cache: str) -> HTTPResponse:
     return HTTPResponse(status=204)
 
 
-async def subscriptions(request: Request) -> HTTPResponse:
-    """Every upstream subscription of every worker, with totals and a per-worker breakdown."""
+def live_snapshot(request: Request) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                             dict[str, dict[str, Any]]]:
+    """Upstreams, clients (streams, sockets) and per-worker figures of every live worker."""
     worker = request.app.ctx.worker
     worker.publish_live()  # this worker's figures as of now; the others' are at most 1 s old
     metrics: stats.Metrics = request.app.ctx.metrics
@@ -118,6 +119,12 @@ async def subscriptions(request: Request) -> HTTPResponse:
         upstreams.extend({**u, "worker": name} for u in found)
         clients.extend({**c, "worker": name} for c in figures.pop("clients", []))
         per_worker[name] = {"upstreams": len(found), **figures}
+    return upstreams, clients, per_worker
+
+
+async def subscriptions(request: Request) -> HTTPResponse:
+    """Every upstream subscription of every worker, with totals and a per-worker breakdown."""
+    upstreams, clients, per_worker = live_snapshot(request)
     totals = {key: sum(w[key] for w in per_worker.values())
               for key in ("upstreams", "listeners", "streams", "events", "errors", "deliveries",
                           "coalesced")}

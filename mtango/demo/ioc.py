@@ -2,10 +2,12 @@
 
 ``python -m mtango.demo.ioc --port 5070`` serves the demo PVs (prefix ``demo:``) with caproto:
 every DBR type (double, float, long, short, char, enum, string, arrays), a string record whose
-``.VAL$`` is a long string, a PV in MAJOR alarm, a NaN, and a counter that changes every second.
+``.VAL$`` is a long string, a PV in MAJOR alarm, a NaN, a counter that changes every second, and
+``fast`` and ``fast_waveform`` (10,000 doubles) that change 10 times a second.
 ``--flavor softioc`` serves real EPICS base records (ai, ao, longin, waveform of several element
 types, mbbi, stringin) through pythonSoftIOC, which the tests use next to the caproto IOC.
-``--bulk N`` adds N double PVs ``<prefix>bulk:0000``... for batch reads and benchmarks.
+``--bulk N`` adds N double PVs ``<prefix>bulk:0000``... for batch reads and benchmarks, and
+``--changing N`` (caproto) N doubles ``<prefix>changing:0000``... that change 10 times a second.
 
 ``start_ioc`` runs one as a child process the way the Tango demo stack runs its servers: on
 127.0.0.1 only, on its own port (CA servers sharing a UDP port do not both answer unicast
@@ -52,7 +54,11 @@ def server_env(port: int) -> dict[str, str]:
 # -- the IOCs (run inside the child process) -------------------------------------------------------
 
 
-def caproto_pvdb(prefix: str, bulk: int = 0) -> dict:
+FAST_HZ = 10  # how often the fast PVs change
+FAST_WAVEFORM_LENGTH = 10000
+
+
+def caproto_pvdb(prefix: str, bulk: int = 0, changing: int = 0) -> dict:
     """The demo PVs as caproto channel data."""
     from caproto import (
         AlarmSeverity,
@@ -114,10 +120,15 @@ def caproto_pvdb(prefix: str, bulk: int = 0) -> dict:
             **limits,
         ),
         f"{prefix}counter": ChannelInteger(value=0, units="s"),
+        f"{prefix}fast": ChannelDouble(value=0.0, units="V", precision=3),
+        f"{prefix}fast_waveform": ChannelDouble(
+            value=[0.0] * FAST_WAVEFORM_LENGTH, max_length=FAST_WAVEFORM_LENGTH, units="V"),
     }
     pvdb.update(Records(prefix=prefix).pvdb)
     for i in range(bulk):
         pvdb[f"{prefix}bulk:{i:04d}"] = ChannelDouble(value=float(i), precision=1)
+    for i in range(changing):
+        pvdb[f"{prefix}changing:{i:04d}"] = ChannelDouble(value=0.0, precision=3)
     return pvdb
 
 
@@ -129,14 +140,33 @@ async def _count_forever(channel) -> None:
         await channel.write(value)
 
 
-def run_caproto(prefix: str, bulk: int) -> None:
+async def _change_fast(channels: list, waveform) -> None:
+    """``fast`` and the ``changing:NNNN`` PVs: a new value FAST_HZ times a second; the fast
+    waveform: a sine that moves along."""
+    import numpy as np
+
+    step = 0
+    phase = np.arange(FAST_WAVEFORM_LENGTH) / 100.0
+    while True:
+        await asyncio.sleep(1.0 / FAST_HZ)
+        step += 1
+        value = math.sin(step / 10)
+        for channel in channels:
+            await channel.write(value)
+        await waveform.write(np.sin(phase + step / 10))
+
+
+def run_caproto(prefix: str, bulk: int, changing: int = 0) -> None:
     from caproto.asyncio.server import start_server
 
-    pvdb = caproto_pvdb(prefix, bulk)
+    pvdb = caproto_pvdb(prefix, bulk, changing)
 
     async def started(async_lib) -> None:
         print(f"{READY_LINE} caproto {len(pvdb)} PVs", flush=True)
-        await _count_forever(pvdb[f"{prefix}counter"])
+        fast = [pvdb[f"{prefix}fast"]] + [pvdb[f"{prefix}changing:{i:04d}"]
+                                         for i in range(changing)]
+        await asyncio.gather(_count_forever(pvdb[f"{prefix}counter"]),
+                             _change_fast(fast, pvdb[f"{prefix}fast_waveform"]))
 
     asyncio.run(start_server(pvdb, interfaces=[LOOPBACK], startup_hook=started))
 
@@ -189,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--prefix", default=DEMO_PREFIX)
     parser.add_argument("--port", type=int, help="CA server port (default: from the environment)")
     parser.add_argument("--bulk", type=int, default=0, help="extra <prefix>bulk:NNNN PVs")
+    parser.add_argument("--changing", type=int, default=0,
+                        help="extra <prefix>changing:NNNN PVs changing 10 times a second (caproto)")
     parser.add_argument("--exit-with-parent", action="store_true")
     args = parser.parse_args(argv)
     if args.port:
@@ -198,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.flavor == "softioc":
         run_softioc(args.prefix, args.bulk)
     else:
-        run_caproto(args.prefix, args.bulk)
+        run_caproto(args.prefix, args.bulk, args.changing)
 
 
 # -- the launcher (runs in the parent) -------------------------------------------------------------
@@ -213,6 +245,7 @@ class Ioc:
     port: int
     workdir: Path
     bulk: int = 0
+    changing: int = 0
     managed: ManagedProcess | None = field(default=None, repr=False)
 
     @property
@@ -232,7 +265,8 @@ class Ioc:
     def start(self, timeout: float = 60.0) -> Ioc:
         args = [
             sys.executable, "-m", "mtango.demo.ioc", "--flavor", self.flavor,
-            "--prefix", self.prefix, "--bulk", str(self.bulk), "--exit-with-parent",
+            "--prefix", self.prefix, "--bulk", str(self.bulk), "--changing", str(self.changing),
+            "--exit-with-parent",
         ]
         env = clean_env(**server_env(self.port))
         name = f"ioc-{self.flavor}-{self.port}"
@@ -267,10 +301,11 @@ def start_ioc(
     bulk: int = 0,
     workdir: Path | None = None,
     timeout: float = 60.0,
+    changing: int = 0,
 ) -> Ioc:
     """Start an IOC on its own loopback port and wait until it serves."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="mtango-ioc-"))
-    ioc = Ioc(flavor, prefix, port or free_port(udp=True), workdir, bulk)
+    ioc = Ioc(flavor, prefix, port or free_port(udp=True), workdir, bulk, changing)
     ioc.start(timeout)
     atexit.register(ioc.stop)
     return ioc
