@@ -90,7 +90,8 @@ def bridge_elsewhere(control_system) -> InProcessBridge:
 
 
 def test_there_are_descriptions_of_every_api():
-    assert {f.stem for f in FILES} == {"epics", "main", "ops", "rc3", "subscriptions", "sys"}
+    assert {f.stem for f in FILES} == {"epics", "live", "main", "ops", "pvws", "rc3",
+                                       "subscriptions", "sys"}
 
 
 @pytest.mark.parametrize("path", FILES, ids=[f.name for f in FILES])
@@ -128,7 +129,8 @@ def test_every_operation_documents_success_and_failure_bodies(path):
     """A JSON schema for every response; every error status answers the FAILURE body.
 
     Health checks (tag ``health``) are the exception: their 503 carries the health report, which
-    load balancers and people read, rather than a FAILURE body. A 204 has no body, and a success
+    load balancers and people read, rather than a FAILURE body. A 204 and a WebSocket's 101 have no
+    body, and a success
     that is not JSON (``/metrics``: Prometheus text; an event stream: ``text/event-stream``)
     documents its type with a string schema.
     """
@@ -139,12 +141,14 @@ def test_every_operation_documents_success_and_failure_bodies(path):
                 continue
             is_health = "health" in operation.get("tags", [])
             responses = operation["responses"]
-            assert any(code.startswith("2") for code in responses), (route, method)
+            # A WebSocket's success is its upgrade (101).
+            assert any(code.startswith("2") or code == "101" for code in responses), (
+                route, method)
             assert "500" in responses, (route, method)
             for code, response in responses.items():
                 if "$ref" in response:
                     response = resolve(doc, response["$ref"])
-                if code == "204":
+                if code in ("204", "101"):
                     assert "content" not in response, (route, method, code)
                     continue
                 content = response["content"]
