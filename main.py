@@ -192,6 +192,8 @@ def epics_urls(config: Config, demo_ioc: bool) -> list[str]:
             f"  PV metadata:    {base}/pvs/{DEMO_PREFIX}double/info",
             f"  Many PVs:       {base}/pvs/value?pv={DEMO_PREFIX}enum&pv={DEMO_PREFIX}waveform"
             f"&pv={DEMO_PREFIX}string",
+            f"  pvws WebSocket: ws://{shown}:{config.port}/pvws/pv   (send {{\"type\": "
+            f"\"subscribe\", \"pvs\": [\"{DEMO_PREFIX}counter\"]}})",
         ]
     return lines
 
@@ -226,6 +228,12 @@ def print_urls(config: Config, demo: bool, demo_ioc: bool = False) -> None:
         ]
     lines += epics_urls(config, demo_ioc)
     root = f"http://{shown}:{config.port}"
+    if demo and demo_ioc:
+        from mtango.demo.ioc import DEMO_PREFIX
+
+        watched = f"tango={config.served_tango_host}/sys/tg_test/1/pushed_counter"
+        lines.append(f"  One stream:     curl -N '{root}/live/stream?{watched}"
+                     f"&pv={DEMO_PREFIX}counter'")
     lines += [
         f"  Swagger UI:     {root}/swagger/",
         f"  Statistics:     {base}/sys/stats   (metrics: {root}/metrics)",

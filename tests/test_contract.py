@@ -1,7 +1,8 @@
 """Contract fuzzing: schemathesis against running bridges, for every GET operation described.
 
 For every GET operation of every file in swagger/ (main.yaml, rc3.yaml, sys.yaml, ops.yaml,
-epics.yaml and subscriptions.yaml: the files the bridge serves; test_openapi.py checks it serves
+epics.yaml, subscriptions.yaml and pvws.yaml: the files the bridge serves, live.yaml aside, whose
+one operation is an endless stream; test_openapi.py checks it serves
 them as written) schemathesis generates requests, valid and invalid ones, sends them to an
 in-process bridge and checks the answers: no 5xx, the status is documented, the body matches the
 documented schema, valid requests are accepted and invalid ones refused, and every error answers
@@ -97,6 +98,8 @@ epics = _load("epics", checks={
 # GET /{sub_id}/event-stream answers a stream that lasts until the client hangs up: a fuzzed
 # request would hold until the HTTP client's timeout and then fail, whatever the bridge does.
 subscriptions = _load("subscriptions").exclude(operation_id="subscription_stream")
+# The same for /live/stream; and /pvws/pv is a WebSocket (its plain GET answers 426).
+pvws_pages = _load("pvws").exclude(operation_id="pvws_pv")
 
 LONG_POLL = "/hosts/{host}/{port}/devices/{domain}/{family}/{member}/attributes/{attr}/{event}"
 # The longest wait (ms) a fuzzed long poll may ask for.
@@ -434,6 +437,13 @@ def test_subscriptions_operations_keep_their_contract(case, bridge, control_syst
 def test_epics_operations_keep_their_contract(case, epics_fuzz_bridge):
     _aim_at_ioc(case)
     case.call_and_validate(base_url=_base_url(epics_fuzz_bridge, epics), timeout=30, **CHECKS)
+
+
+@pvws_pages.parametrize()
+@FUZZ_SETTINGS
+def test_pvws_pages_keep_their_contract(case, epics_fuzz_bridge):
+    case.call_and_validate(base_url=_base_url(epics_fuzz_bridge, pvws_pages), timeout=30,
+                           **CHECKS)
 
 
 # -- what the fuzzing found, pinned ------------------------------------------------------------

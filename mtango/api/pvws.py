@@ -276,16 +276,23 @@ async def _answer(client: PvwsClient, ws: Any, text: str | bytes) -> None:
 
 
 async def pv_socket(request: Request, ws: Any) -> None:
-    client = PvwsClient(request, _interval(request))
+    try:
+        interval = _interval(request)
+    except ApiError as exc:  # the socket is open already: say why, then close it
+        await ws.send(json.dumps(pvws.error_message(exc.entries[0].description)))
+        await ws.close(1008, "bad max_rate")
+        return
+    client = PvwsClient(request, interval)
     streams: set[Any] = request.app.ctx.streams
     streams.add(client)
-    sender = asyncio.get_running_loop().create_task(client.send_forever(ws))
+    loop = asyncio.get_running_loop()
+    sender = loop.create_task(client.send_forever(ws))
+    receive: asyncio.Future[Any] | None = None
     try:
         while not client.closed and not sender.done():
-            receive = asyncio.ensure_future(ws.recv())
+            receive = loop.create_task(ws.recv())
             done, _ = await asyncio.wait({receive, sender}, return_when=asyncio.FIRST_COMPLETED)
             if receive not in done:
-                receive.cancel()
                 break  # sending failed: the socket is closed and forgotten
             text = receive.result()
             if text is None:
@@ -293,6 +300,8 @@ async def pv_socket(request: Request, ws: Any) -> None:
             await _answer(client, ws, text)
     finally:
         client.close()
+        if receive is not None:
+            receive.cancel()
         sender.cancel()
         if sender.done() and not sender.cancelled() and sender.exception() is not None:
             log.info("pvws socket %s closed: %s", client.id, sender.exception())
