@@ -262,3 +262,25 @@ def test_a_socket_that_never_reads_delays_nobody(pv_bridge) -> None:
 
     figures = run(scenario())
     assert figures["queued"] <= 2
+
+
+def test_arrays_over_the_size_limit_are_monitored_truncated(caproto_ioc, pyepics) -> None:
+    """The size rule: a 100-element waveform (800 bytes) with EPICS_CA_MAX_ARRAY_BYTES 400 is
+    refused to reads (413) but streamed to listeners with the 50 elements that fit."""
+    bridge = bridge_for(caproto_ioc, epics_ca_max_array_bytes=400)
+    try:
+        async def scenario():
+            async with PvwsSocket(ws_url(bridge)) as sock:
+                await sock.send({"type": "subscribe", "pvs": ["cp:waveform"]})
+                return (await sock.until("the waveform", lambda m: sock.updates("cp:waveform")))[0]
+
+        update = run(scenario())
+        decoded = np.frombuffer(base64.b64decode(update["b64dbl"]), dtype="<f8")
+        expected = np.asarray(pyepics.caget("cp:waveform", timeout=10))
+        assert len(expected) == 100
+        np.testing.assert_array_equal(decoded, expected[:50])
+        reply = bridge.get("/epics/rest/v1/pvs/cp:waveform/value")
+        assert reply.status == 413
+        assert reply.json()["errors"][0]["reason"] == "EPICS_ARRAY_TOO_LARGE"
+    finally:
+        bridge.stop()

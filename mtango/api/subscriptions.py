@@ -219,7 +219,7 @@ class EventStream:
         return "".join(out)
 
     def figures(self) -> dict[str, Any]:
-        return {"subscription": self.sub_id, "targets": len(self.keys),
+        return {"stream": "subscription", "subscription": self.sub_id, "targets": len(self.keys),
                 "queued": len(self.queue), "coalesced": self.queue.coalesced}
 
     def mark_stale(self) -> None:
