@@ -317,3 +317,12 @@ def respond_list(request: Request, items: list[Any]) -> HTTPResponse:
     items = apply_filter(items, query_list(request, "filter"))
     page, status, headers = paginate(request, items)
     return json_response(page, status, headers)
+
+
+async def event_stream_response(request: Request) -> Any:
+    """Start a ``text/event-stream`` answer: no caching, and no buffering by nginx (which then
+    passes each message on at once)."""
+    return await request.respond(
+        content_type="text/event-stream; charset=utf-8",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

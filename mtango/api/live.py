@@ -34,7 +34,13 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from mtango import jsonenc
-from mtango.api.common import check_name, device_name, query_list, query_value
+from mtango.api.common import (
+    check_name,
+    device_name,
+    event_stream_response,
+    query_list,
+    query_value,
+)
 from mtango.epics import convert as epics_convert
 from mtango.epics.events import PvUpdate, epics_key
 from mtango.errors import bad_request
@@ -178,10 +184,7 @@ async def live_stream(request: Request) -> HTTPResponse | None:
     streams.add(stream)
     try:
         opening = stream.start(last)
-        response = await request.respond(
-            content_type="text/event-stream; charset=utf-8",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        response = await event_stream_response(request)
         await stream.run(response, opening)
         await response.eof()
     finally:

@@ -22,7 +22,13 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from mtango import jsonenc
-from mtango.api.common import check_name, device_name, json_body, respond
+from mtango.api.common import (
+    check_name,
+    device_name,
+    event_stream_response,
+    json_body,
+    respond,
+)
 from mtango.errors import ApiError, ErrorEntry, FailureKind, bad_request, not_found
 from mtango.live.hub import ClientQueue, Event, Hub, Key
 from mtango.live.subscriptions import Subscription, SubscriptionStore, public
@@ -274,10 +280,7 @@ async def event_stream(request: Request, sub_id: str) -> HTTPResponse | None:
     streams: set[EventStream] = request.app.ctx.streams
     streams.add(stream)
     try:
-        response = await request.respond(
-            content_type="text/event-stream; charset=utf-8",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        response = await event_stream_response(request)
         await stream.run(response, store)
         await response.eof()
     finally:
