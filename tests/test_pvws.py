@@ -284,3 +284,16 @@ def test_arrays_over_the_size_limit_are_monitored_truncated(caproto_ioc, pyepics
         assert reply.json()["errors"][0]["reason"] == "EPICS_ARRAY_TOO_LARGE"
     finally:
         bridge.stop()
+
+
+def test_sanic_websockets_have_what_batched_sends_use() -> None:
+    """``send_texts`` writes many frames at once through these names of Sanic's WebSocket; with
+    another Sanic lacking them it would fall back to one write per message (slower, still right)."""
+    from sanic.server.websockets.impl import WebsocketImplProtocol
+    from websockets.server import ServerProtocol
+
+    from mtango.api.pvws import SANIC_WS_NAMES
+
+    ws = WebsocketImplProtocol(ServerProtocol())
+    missing = [name for name in SANIC_WS_NAMES if not hasattr(ws, name)]
+    assert not missing, f"Sanic's WebSocket lacks {missing}: update mtango/api/pvws.py send_texts"

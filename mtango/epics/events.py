@@ -69,6 +69,8 @@ def error_event(entries: list[ErrorEntry], name: str) -> Event:
 class EpicsEvents:
     """The hub's source for EPICS targets."""
 
+    keeps_recent = False  # nothing asks a PV's past events; its latest is kept
+
     def __init__(self, backend: EpicsBackend) -> None:
         self.backend = backend
         self.hub: Hub | None = None

@@ -11,8 +11,10 @@ anything with a ``push(key, event)`` method, usually a ``ClientQueue``.
   reading only fills its own bounded queue.
 - An upstream nobody listens to any more is kept for ``linger`` seconds, so a page that reloads
   finds its subscription still there; then the source is told to stop.
-- The latest event and about 30 s of recent ones are kept per target, for first values,
-  long-poll ``last=`` and reads served from events.
+- The latest event is kept per target, for first values and reads served from events; about
+  30 s of recent ones too for the targets of sources that ask for them (``keeps_recent``: Tango,
+  for rc3 long polling's ``last=``). EPICS targets keep none: 30 s of a PV changing at 10 Hz held
+  1.3 MB per PV and worker (bench/pvws_bench.py), for nothing that reads them.
 - Failures are events too (``Event.error``): a listener always learns that its value is stale.
 """
 
@@ -63,7 +65,10 @@ class Listener(Protocol):
 
 
 class Source(Protocol):
-    """Starts and stops the upstream of targets of one kind; publishes through ``hub.publish``."""
+    """Starts and stops the upstream of targets of one kind; publishes through ``hub.publish``.
+    ``keeps_recent``: the hub keeps about 30 s of its targets' events (for ``Hub.since``)."""
+
+    keeps_recent: bool
 
     def start(self, upstream: Upstream) -> None: ...
 
@@ -87,11 +92,11 @@ class HubStats:
 class Upstream:
     """The hub's record of one target: its listeners, its latest and recent events."""
 
-    def __init__(self, key: Key) -> None:
+    def __init__(self, key: Key, keep_recent: bool = True) -> None:
         self.key = key
         self.listeners: set[Listener] = set()
         self.latest: Event | None = None
-        self.recent: deque[Event] = deque(maxlen=RECENT_MAX)
+        self.recent: deque[Event] = deque(maxlen=RECENT_MAX if keep_recent else 0)
         self.mode = "starting"  # set by the source: the event type in use, "poll", "retrying", ...
         # Set by the source: every change is pushed (Tango change events), so while healthy the
         # latest value is current whatever its age.
@@ -245,7 +250,7 @@ class Hub:
             source = self.sources.get(str(key[0]))
             if source is None:
                 raise KeyError(f"no source for targets of kind {key[0]!r}")
-            upstream = self._upstreams[key] = Upstream(key)
+            upstream = self._upstreams[key] = Upstream(key, source.keeps_recent)
             source.start(upstream)
         return upstream
 

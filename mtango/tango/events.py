@@ -113,6 +113,8 @@ def _detached_task(coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
 class TangoEvents:
     """The hub's source for Tango targets."""
 
+    keeps_recent = True  # rc3 long polling's ``last=`` answers the events since a time
+
     def __init__(self, backend: Any, handoff: Handoff, poll_ms: int) -> None:
         self.backend = backend
         self.handoff = handoff
