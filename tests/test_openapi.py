@@ -130,9 +130,8 @@ def test_every_operation_documents_success_and_failure_bodies(path):
 
     Health checks (tag ``health``) are the exception: their 503 carries the health report, which
     load balancers and people read, rather than a FAILURE body. A 204 and a WebSocket's 101 have no
-    body, and a success
-    that is not JSON (``/metrics``: Prometheus text; an event stream: ``text/event-stream``)
-    documents its type with a string schema.
+    body, and a success that is not JSON (``/metrics``: Prometheus text; an event stream:
+    ``text/event-stream``) documents its type with a string schema.
     """
     doc = load(path)
     for route, item in doc["paths"].items():

@@ -297,3 +297,25 @@ def test_sanic_websockets_have_what_batched_sends_use() -> None:
     ws = WebsocketImplProtocol(ServerProtocol())
     missing = [name for name in SANIC_WS_NAMES if not hasattr(ws, name)]
     assert not missing, f"Sanic's WebSocket lacks {missing}: update mtango/api/pvws.py send_texts"
+
+
+def test_a_socket_that_dies_is_forgotten(caproto_ioc) -> None:
+    """A client that vanishes without a close frame (its TCP connection aborted) is closed and
+    forgotten: its PVs are released, and their monitor goes after the linger."""
+    bridge = bridge_for(caproto_ioc)
+    try:
+        async def scenario():
+            async with PvwsSocket(ws_url(bridge)) as sock:
+                await sock.send({"type": "subscribe", "pvs": ["cp:fast", "cp:fast_waveform"]})
+                await sock.until("updates", lambda m: len(sock.updates("cp:fast")) >= 3)
+                assert bridge.get("/pvws/summary").json()["clients"] == 1
+                sock.ws.transport.abort()
+
+        run(scenario())
+        summary = poll("the socket forgotten", lambda: (s := bridge.get(
+            "/pvws/summary").json())["clients"] == 0 and s)
+        assert summary["listeners"] == 0
+        poll("the monitors dropped after the linger",
+             lambda: bridge.get("/pvws/summary").json()["subscriptions"] == 0)
+    finally:
+        bridge.stop()
