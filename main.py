@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="HTTP + JSON bridge to Tango (mTango REST API rc3). Settings come from conf.py "
         "defaults, then the --config YAML file, then environment variables (TANGO_HOST, "
         "MTANGO_<SETTING>, e.g. MTANGO_PORT), then these flags. Without a TANGO_HOST an embedded "
-        "demo control system is started on 127.0.0.1.",
+        "demo control system is started on 127.0.0.1. Also: 'main.py hash-password' (a password on "
+        "standard input to the hash a users file keeps) and 'main.py new-token' (a Bearer token "
+        "and its digest).",
     )
     add = parser.add_argument
     add("--config", metavar="FILE", help="YAML file with settings (keys as in conf.py)")
@@ -234,20 +236,72 @@ def print_urls(config: Config, demo: bool, demo_ioc: bool = False) -> None:
         watched = f"tango={config.served_tango_host}/sys/tg_test/1/pushed_counter"
         lines.append(f"  One stream:     curl -N '{root}/live/stream?{watched}"
                      f"&pv={DEMO_PREFIX}counter'")
+    writes = "off" if config.writes != "on" else (
+        "ON, for anyone (auth: none)" if config.auth == "none" else "on, for users with a write "
+        "role")
     lines += [
+        f"  Writes:         {writes}; auth {config.auth}, reads {config.read_access}",
         f"  Swagger UI:     {root}/swagger/",
         f"  Statistics:     {base}/sys/stats   (metrics: {root}/metrics)",
     ]
     print("\n".join(lines), flush=True)
 
 
+def hash_password_command() -> int:
+    """``python main.py hash-password``: a password from standard input (asked for without echo
+    on a terminal) to its argon2id hash, printed on the last line, for the users file."""
+    from getpass import getpass
+
+    from mtango.security.passwords import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass("Password: ")
+        if getpass("Again: ") != password:
+            print("main.py: the passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("main.py: an empty password is not a password", file=sys.stderr)
+        return 2
+    print(hash_password(password))
+    return 0
+
+
+def new_token_command() -> int:
+    """``python main.py new-token``: a random token for ``Authorization: Bearer`` and, on the
+    last line, its SHA-256 digest, which is what the users file keeps (``tokens: [...]``)."""
+    import secrets
+
+    from mtango.security.users import token_digest
+
+    token = secrets.token_urlsafe(32)
+    print(f"token (give it to the client; it is not kept): {token}")
+    print(token_digest(token))
+    return 0
+
+
+WRITES_WARNING = """\
+WARNING: writes are ON and auth is none: anyone who can reach this bridge may write attributes,
+run commands and put PVs. Set MTANGO_AUTH=basic and MTANGO_USERS_FILE to require users, or
+MTANGO_WRITES=off. Every write attempt is audited ({audit})."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["hash-password"]:
+        return hash_password_command()
+    if argv[:1] == ["new-token"]:
+        return new_token_command()
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
     except (ConfigError, OSError) as exc:
         print(f"main.py: configuration error: {exc}", file=sys.stderr)
         return 2
+    if config.writes == "on" and config.auth == "none":
+        print(WRITES_WARNING.format(audit=config.audit_log or "standard error"), file=sys.stderr,
+              flush=True)
     logging.basicConfig(level=logging.DEBUG if config.debug else logging.INFO)
     # Sanic gives its loggers (sanic.root, sanic.error, ...) their own handlers and lets them
     # propagate: through the root handler above every line of the main process was written twice

@@ -37,6 +37,9 @@ from mtango.errors import ApiError, ErrorEntry, failure_body, from_unexpected
 from mtango.live.handoff import Handoff
 from mtango.live.hub import Hub
 from mtango.live.subscriptions import SubscriptionStore
+from mtango.security.access import Access
+from mtango.security.audit import AuditLog
+from mtango.security.guard import check_read
 from mtango.stats import Metrics
 from mtango.tango.backend import TangoBackend
 from mtango.tango.events import TangoEvents
@@ -187,6 +190,8 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
         tango_events.bind(hub)
         epics_events.bind(hub)
         app.ctx.metrics, app.ctx.tango, app.ctx.epics, app.ctx.hub = metrics, tango, epics, hub
+        app.ctx.access = Access(config)
+        app.ctx.audit = AuditLog(config.audit_log)
         directory = run_dir()
         app.ctx.subscriptions = SubscriptionStore(directory)
         app.ctx.streams = set()
@@ -235,6 +240,11 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
         # Before any route: a path or query that is not percent-encoded UTF-8 is a 400 for all.
         check_url(request)
 
+    @app.on_request
+    async def read_access(request: Request) -> None:
+        # Reads need a user with read_access: authenticated; writes are guarded by their routes.
+        await check_read(request)
+
     @app.on_response
     async def server_header(request: Request, response: HTTPResponse) -> None:
         response.headers["x-mtango"] = SERVER_HEADER
@@ -279,8 +289,10 @@ def _error_response(request: Request, exc: Exception) -> HTTPResponse:
     else:
         log.exception("unexpected error serving %s %s", request.method, request.path)
         error = from_unexpected(exc)
-    # Headers Sanic's own errors carry (405's Allow, RFC 9110) are kept.
-    headers = dict(getattr(exc, "headers", None) or {}) if isinstance(exc, SanicException) else {}
+    # Headers Sanic's own errors carry (405's Allow, RFC 9110) are kept, and those of ours (401's
+    # WWW-Authenticate).
+    headers = dict(getattr(exc, "headers", None) or {}) if isinstance(
+        exc, (SanicException, ApiError)) else {}
     return json_response(
         failure_body(error.entries), error.http_status(config.error_status), headers or None
     )

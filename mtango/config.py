@@ -54,6 +54,12 @@ class Config:
     attribute_cache_size: int = _defaults.attribute_cache_size
     attribute_cache_ttl: float = _defaults.attribute_cache_ttl
     error_status: str = _defaults.error_status
+    auth: str = _defaults.auth
+    auth_realm: str = _defaults.auth_realm
+    users_file: str = _defaults.users_file
+    writes: str = _defaults.writes
+    read_access: str = _defaults.read_access
+    audit_log: str = _defaults.audit_log
     cors_origins: tuple[str, ...] = field(
         default_factory=lambda: _as_tuple(_defaults.cors_origins)
     )
@@ -291,6 +297,7 @@ def validate(config: Config) -> Config:
     for name in ("http_request_timeout", "http_keep_alive_timeout"):
         if not getattr(config, name) > 0:
             problems.append(f"{name} must be positive")
+    problems.extend(_security_problems(config))
     problems.extend(_epics_problems(config))
     try:
         if config.tango_host:
@@ -302,6 +309,29 @@ def validate(config: Config) -> Config:
     if problems:
         raise ConfigError("; ".join(problems))
     return config
+
+
+def _security_problems(config: Config) -> list[str]:
+    problems = []
+    for name, choices in (("auth", ("none", "basic")), ("writes", ("off", "on")),
+                          ("read_access", ("anonymous", "authenticated"))):
+        if getattr(config, name) not in choices:
+            problems.append(f"{name} must be one of {', '.join(choices)}")
+    if config.auth == "basic":
+        if not config.users_file:
+            problems.append("auth: basic needs users_file (MTANGO_USERS_FILE)")
+        else:
+            from mtango.security.users import UsersFileError, load_users
+
+            try:
+                load_users(config.users_file)
+            except UsersFileError as exc:
+                problems.append(str(exc))
+    if config.read_access == "authenticated" and config.auth == "none":
+        problems.append("read_access: authenticated needs auth: basic")
+    if '"' in config.auth_realm or not config.auth_realm.isprintable():
+        problems.append("auth_realm must be printable text without quotes")
+    return problems
 
 
 def _epics_problems(config: Config) -> list[str]:

@@ -75,6 +75,17 @@ error_status = "rc3"
 # CORS: origins allowed to call the API from a browser ("*" or a list of origins).
 cors_origins: "str | list[str]" = "*"
 
+# Who may do what (mtango/security). Safe by default: nothing is ever written unless writes are
+# "on"; with auth "basic" users (and their roles) come from users_file; reads stay anonymous unless
+# read_access is "authenticated". Every write attempt is one JSON line in audit_log (a file path;
+# empty: the standard error stream, logger "mtango.audit").
+auth = "none"  # "none" or "basic" (HTTP Basic, and Bearer tokens of the users file)
+auth_realm = "mtango-bridge"
+users_file = ""
+writes = "off"  # "off" or "on"
+read_access = "anonymous"  # "anonymous" or "authenticated"
+audit_log = ""
+
 # EPICS Channel Access (the /epics/rest/v1 API)
 # Where the bridge searches for PVs: "host" or "host:port" entries, as EPICS_CA_ADDR_LIST.
 # Empty (and no auto list): EPICS is not configured, no CA traffic is sent, and the EPICS

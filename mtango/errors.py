@@ -54,7 +54,8 @@ class ApiError(Exception):
     """A failure to be answered with the FAILURE body.
 
     ``status`` is the HTTP status for errors of the bridge itself; ``kind`` is set for failures
-    reported by Tango (their status depends on the configured mode).
+    reported by Tango (their status depends on the configured mode). ``headers`` go with the
+    answer (a 401's ``WWW-Authenticate``).
     """
 
     def __init__(
@@ -62,10 +63,12 @@ class ApiError(Exception):
         entries: list[ErrorEntry] | ErrorEntry,
         status: int = 400,
         kind: FailureKind | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.entries = entries if isinstance(entries, list) else [entries]
         self.status = status
         self.kind = kind
+        self.headers = headers
         super().__init__(self.entries[0].description if self.entries else "error")
 
     def http_status(self, mode: str) -> int:

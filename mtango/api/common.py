@@ -19,6 +19,8 @@ from sanic.response import HTTPResponse
 
 from mtango import jsonenc
 from mtango.errors import ApiError, ErrorEntry, bad_request
+from mtango.security.access import READ, WRITE
+from mtango.security.guard import TargetsOf, guarded
 
 # Tango names (device members, attributes, commands, properties): printable ASCII except
 # separators, wildcards and quotes. Tango itself is more lenient; these would only ever reach it
@@ -31,17 +33,30 @@ _GLOB = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 @dataclass(frozen=True)
 class Route:
-    """One endpoint: its URL template (relative to the blueprint) and its handler."""
+    """One endpoint: its URL template (relative to the blueprint), its handler, its methods, and
+    its action: ``read``, or ``write`` with ``targets`` naming what a request writes (for the
+    permission check and the audit, ``mtango.security.guard``)."""
 
     uri: str
     handler: Callable[..., Any]
     name: str
+    methods: tuple[str, ...] = ("GET",)
+    action: str = READ
+    targets: TargetsOf | None = None
+    audit_action: str = ""  # what the audit line calls it: "attribute", "command", ...
+    protocol: str = "rc3"
 
 
 def make_blueprint(name: str, url_prefix: str, routes: Iterable[Route]) -> Blueprint:
     bp = Blueprint(name, url_prefix=url_prefix, strict_slashes=False)
     for route in routes:
-        bp.add_route(route.handler, route.uri, methods=["GET"], name=route.name, unquote=True)
+        handler = route.handler
+        if route.action == WRITE:
+            assert route.targets is not None, f"write route {route.name} names no targets"
+            handler = guarded(handler, route.protocol, route.audit_action or route.name,
+                              route.targets)
+        bp.add_route(handler, route.uri, methods=list(route.methods), name=route.name,
+                     unquote=True, ctx_action=route.action)
     return bp
 
 

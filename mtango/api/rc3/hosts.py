@@ -18,7 +18,8 @@ from mtango.api.rc3.target import backend
 
 
 async def rc3_root(request: Request) -> HTTPResponse:
-    return respond(request, {"hosts": rc3_url(request, "hosts"), "x-auth-method": "none"})
+    auth = request.app.ctx.config.auth
+    return respond(request, {"hosts": rc3_url(request, "hosts"), "x-auth-method": auth})
 
 
 async def hosts(request: Request) -> HTTPResponse:
