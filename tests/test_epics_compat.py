@@ -55,3 +55,31 @@ def test_instance_names_exist_on_a_live_context(caproto_ioc) -> None:
         assert all(t is not None and t.is_alive() for t in compat.context_threads(context))
     finally:
         context.disconnect()
+
+
+def test_an_ioc_error_message_answers_the_put_it_quotes(caproto_ioc) -> None:
+    """caproto's IOC refuses a put beyond a PV's control limits with a CA ERROR message; the
+    context the bridge makes hands it to the put's callback (caproto alone would drop it and
+    leave the put unanswered: ``compat._answer_error_responses``)."""
+    import caproto as ca
+    from caproto.threading.client import Batch
+
+    host, port = caproto_ioc.address.split(":")
+    context = compat.new_context([(host, int(port))], timeout=2.0, search_retry=0.03)
+    try:
+        (pv,) = context.get_pvs(caproto_ioc.pv("w:double"))
+        pv.wait_for_connection(timeout=5)
+        answers: list = []
+
+        def answered(response) -> None:
+            answers.append(response)
+
+        with Batch(timeout=30) as batch:
+            batch.write(pv, [1000.0], callback=answered)
+        poll("the refusal", lambda: answers, timeout=1.0)
+        (answer,) = answers
+        assert isinstance(answer, ca.ErrorResponse)
+        assert answer.status.name == "ECA_PUTFAIL" and not answer.status.success
+        assert not pv.circuit_manager.ioids  # the request is forgotten, as an answered one is
+    finally:
+        context.disconnect()

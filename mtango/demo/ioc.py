@@ -9,6 +9,24 @@ types, mbbi, stringin) through pythonSoftIOC, which the tests use next to the ca
 ``--bulk N`` adds N double PVs ``<prefix>bulk:0000``... for batch reads and benchmarks, and
 ``--changing N`` (caproto) N doubles ``<prefix>changing:0000``... that change 10 times a second.
 
+Writable PVs (``<prefix>w:...``) are for the write tests; nothing else reads them, so the
+other PVs keep their initial values whatever the tests write. On the caproto IOC:
+
+- ``w:double`` (control limits -100..100: the IOC refuses a value beyond them with a CA error),
+  ``w:float``, ``w:long``, ``w:short``, ``w:char``: scalars of each numeric DBR type;
+- ``w:enum`` (labels Off, On, Fault), ``w:string`` (a stringout-like record: ``w:string.VAL$``
+  writes it as a long string of up to 128 bytes), ``w:string_array`` (3 strings);
+- ``w:waveform`` (up to 10 doubles), ``w:short_waveform`` (up to 5 shorts), ``w:char_waveform``
+  (up to 64 chars, a native long string);
+- ``w:readonly``: refuses writes (its access rights say READ only);
+- ``w:busy`` (a put completes after 0.3 s) and ``w:stuck`` (after 5 s): puts with completion.
+
+On the softioc IOC (EPICS base records): ``w:ao`` (DRVL -100, DRVH 100), ``w:longout``,
+``w:mbbo`` (Zero, One, Two), ``w:stringout`` (``w:stringout.VAL$`` is a 40-byte long string),
+``w:waveform`` (10 doubles), ``w:wf_short`` (5 shorts), ``w:long_string`` (a 64-byte char
+waveform), ``w:busy`` (an ao whose put completes after 0.3 s), and ``w:readonly``, an ao in an
+access security group without write rule (``WRITE_ACF``).
+
 ``start_ioc`` runs one as a child process the way the Tango demo stack runs its servers: on
 127.0.0.1 only, on its own port (CA servers sharing a UDP port do not both answer unicast
 searches), with no outside ``EPICS_*`` setting, stopped by ``Ioc.stop`` or at exit.
@@ -35,6 +53,18 @@ READY_LINE = "IOC READY"
 DEMO_PREFIX = "demo:"
 ENUM_STRINGS = ("Off", "On", "Fault")
 WAVEFORM_LENGTH = 100
+BUSY_SECONDS = 0.3  # how long a put to w:busy takes to complete
+STUCK_SECONDS = 5.0  # how long a put to w:stuck takes (longer than the tests' write timeout)
+# Access security for the softioc flavor: everything writable but the READONLY group.
+WRITE_ACF = """\
+ASG(DEFAULT) {
+    RULE(1, READ)
+    RULE(1, WRITE)
+}
+ASG(READONLY) {
+    RULE(1, READ)
+}
+"""
 
 
 def server_env(port: int) -> dict[str, str]:
@@ -61,10 +91,12 @@ FAST_WAVEFORM_LENGTH = 10000
 def caproto_pvdb(prefix: str, bulk: int = 0, changing: int = 0) -> dict:
     """The demo PVs as caproto channel data."""
     from caproto import (
+        AccessRights,
         AlarmSeverity,
         AlarmStatus,
         ChannelAlarm,
         ChannelByte,
+        ChannelChar,
         ChannelDouble,
         ChannelEnum,
         ChannelFloat,
@@ -85,6 +117,32 @@ def caproto_pvdb(prefix: str, bulk: int = 0, changing: int = 0) -> dict:
             name="string",
             doc="a string; string.VAL$ reads it as a long string",
         )
+        w_string = pvproperty(
+            value="initial",
+            dtype=ChannelType.STRING,
+            record="stringout",
+            name="w:string",
+            long_string_max_length=128,
+            doc="a writable string; w:string.VAL$ writes it as a long string",
+        )
+        w_busy = pvproperty(value=0.0, name="w:busy", doc="a put completes after BUSY_SECONDS")
+        w_stuck = pvproperty(value=0.0, name="w:stuck", doc="a put completes after STUCK_SECONDS")
+
+        @w_busy.putter  # type: ignore[no-redef]
+        async def w_busy(self, instance, value):
+            await asyncio.sleep(BUSY_SECONDS)
+            return value
+
+        @w_stuck.putter  # type: ignore[no-redef]
+        async def w_stuck(self, instance, value):
+            await asyncio.sleep(STUCK_SECONDS)
+            return value
+
+    class ReadOnlyDouble(ChannelDouble):
+        """A PV whose access rights say READ only: CA clients must not write it."""
+
+        def check_access(self, hostname, username):
+            return AccessRights.READ
 
     limits = dict(
         units="mm",
@@ -124,6 +182,22 @@ def caproto_pvdb(prefix: str, bulk: int = 0, changing: int = 0) -> dict:
         f"{prefix}fast_waveform": ChannelDouble(
             value=[0.0] * FAST_WAVEFORM_LENGTH, max_length=FAST_WAVEFORM_LENGTH, units="V"),
     }
+    pvdb.update(
+        {
+            f"{prefix}w:double": ChannelDouble(
+                value=0.0, **dict(limits, lower_ctrl_limit=-100.0, upper_ctrl_limit=100.0)),
+            f"{prefix}w:float": ChannelFloat(value=0.0, precision=2),
+            f"{prefix}w:long": ChannelInteger(value=0),
+            f"{prefix}w:short": ChannelShort(value=0),
+            f"{prefix}w:char": ChannelByte(value=0),
+            f"{prefix}w:enum": ChannelEnum(value="Off", enum_strings=list(ENUM_STRINGS)),
+            f"{prefix}w:string_array": ChannelString(value=["a", "b", "c"], max_length=3),
+            f"{prefix}w:waveform": ChannelDouble(value=[0.0] * 10, max_length=10),
+            f"{prefix}w:short_waveform": ChannelShort(value=[0] * 5, max_length=5),
+            f"{prefix}w:char_waveform": ChannelChar(value="initial", max_length=64),
+            f"{prefix}w:readonly": ReadOnlyDouble(value=42.0),
+        }
+    )
     pvdb.update(Records(prefix=prefix).pvdb)
     for i in range(bulk):
         pvdb[f"{prefix}bulk:{i:04d}"] = ChannelDouble(value=float(i), precision=1)
@@ -174,6 +248,7 @@ def run_caproto(prefix: str, bulk: int, changing: int = 0) -> None:
 def run_softioc(prefix: str, bulk: int) -> None:
     """Real EPICS base records through pythonSoftIOC (needs the ``test`` extra)."""
     import numpy as np
+    from epicscorelibs.ioc import dbCore
     from softioc import asyncio_dispatcher, builder, softioc
 
     dispatcher = asyncio_dispatcher.AsyncioDispatcher()
@@ -192,10 +267,28 @@ def run_softioc(prefix: str, bulk: int) -> None:
     builder.WaveformIn("wf_char", np.frombuffer(b"bytes\x00\x01\xff", dtype=np.uint8))
     builder.mbbIn("mbbi", "Zero", "One", ("Two", "MINOR"), initial_value=1)
     builder.stringIn("stringin", initial_value="softioc string")
+    # Writable records (see the module docstring); w:readonly is in the READONLY access group.
+    builder.aOut("w:ao", initial_value=0.0, DRVL=-100, DRVH=100, PREC=3)
+    builder.longOut("w:longout", initial_value=0)
+    builder.mbbOut("w:mbbo", "Zero", "One", "Two", initial_value=0)
+    builder.stringOut("w:stringout", initial_value="initial")
+    builder.WaveformOut("w:waveform", np.zeros(10))
+    builder.WaveformOut("w:wf_short", np.zeros(5, dtype=np.int16))
+    builder.longStringOut("w:long_string", initial_value="initial", length=64)
+
+    async def busy(value: float) -> None:
+        await asyncio.sleep(BUSY_SECONDS)
+
+    builder.aOut("w:busy", initial_value=0.0, on_update=busy, blocking=True)
+    builder.aOut("w:readonly", initial_value=42.0, ASG="READONLY")
     for i in range(bulk):
         builder.aIn(f"bulk:{i:04d}", initial_value=float(i), PREC=1)
     builder.LoadDatabase()
-    softioc.iocInit(dispatcher, enable_pva=False)
+    with tempfile.TemporaryDirectory(prefix="mtango-softioc-") as folder:
+        acf = Path(folder) / "write.acf"
+        acf.write_text(WRITE_ACF)
+        dbCore.asSetFilename(str(acf).encode())  # read once, by iocInit
+        softioc.iocInit(dispatcher, enable_pva=False)
     print(f"{READY_LINE} softioc", flush=True)
     threading.Event().wait()
 

@@ -14,8 +14,18 @@ rules) before any CA traffic, reads through the shared ``ChannelPool``, converts
 | name refused by the allow/deny rules | 403 | ``EPICS_PV_DENIED`` |
 | no EPICS address configured | 503 | ``EPICS_NOT_CONFIGURED`` |
 | ``epics_max_searching`` names already searched for | 503 | ``EPICS_TOO_MANY_SEARCHES`` |
+| a value to write the PV's type cannot hold | 400 | ``EPICS_BAD_VALUE`` |
+| the IOC's access rights refuse writes | 403 | ``EPICS_NO_WRITE_ACCESS`` |
+| connected, a put with completion not confirmed in time | 504 | ``EPICS_WRITE_TIMEOUT`` |
 
 Reads of many PVs answer one item per name, values or FAILURE items, within one deadline.
+
+Writes (``write``): the name is checked, the channel connected and its control metadata read
+(enum labels), write access checked, the value converted for the PV's native type
+(``puts.put_value``), the value before read, the put sent (with completion by default), and the
+value read back from the IOC. Nothing is sent when any step before the put fails; a put is never
+sent twice. A failure after the put went out is a ``WriteFailed`` (an ``ApiError``) that still
+tells the audit what was sent.
 """
 
 from __future__ import annotations
@@ -24,20 +34,24 @@ import asyncio
 import logging
 import struct
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from mtango.cache import SingleFlight
 from mtango.config import Config
-from mtango.epics import convert
+from mtango.epics import convert, puts
 from mtango.epics.compat import broadcast_addresses
 from mtango.epics.errors import (
     ArrayTooLarge,
+    BadValue,
     ChannelError,
     ConnectTimeout,
     Disconnected,
+    NoWriteAccess,
     ReadTimeout,
     ServerError,
     TooManySearches,
+    WriteTimeout,
 )
 from mtango.epics.names import NameRules, check_pv_name
 from mtango.epics.pool import ChannelPool
@@ -56,12 +70,42 @@ _ERRORS: dict[type[ChannelError], tuple[str, int]] = {
     ArrayTooLarge: ("EPICS_ARRAY_TOO_LARGE", 413),
     ServerError: ("EPICS_CA_ERROR", 502),
     TooManySearches: ("EPICS_TOO_MANY_SEARCHES", 503),
+    BadValue: ("EPICS_BAD_VALUE", 400),
+    NoWriteAccess: ("EPICS_NO_WRITE_ACCESS", 403),
+    WriteTimeout: ("EPICS_WRITE_TIMEOUT", 504),
 }
 
 
 def api_error(exc: ChannelError, name: str) -> ApiError:
     reason, status = _ERRORS.get(type(exc), ("EPICS_CA_ERROR", 502))
     return ApiError(ErrorEntry(reason, str(exc), "ERR", f"epics:{name}"), status)
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What ``EpicsBackend.write`` did. ``body`` is the answer: the value object read back
+    after the put, as ``GET pvs/{pv}/value`` answers it. For the audit, as plain JSON values:
+    ``before`` (the value before the put), ``sent`` (the value as converted and put: an enum as
+    its index, text as text), ``after`` (the value read back); ``confirmed`` says the IOC
+    confirmed the put (a put with completion), not merely that it was sent."""
+
+    body: dict[str, Any]
+    before: Any
+    sent: Any
+    after: Any
+    confirmed: bool = True
+
+
+class WriteFailed(ApiError):
+    """A write that failed after its put was sent (or may have been): not confirmed in time, an
+    IOC error status, the connection lost, or the value not read back. The FAILURE body as
+    usual; ``before`` and ``sent`` (plain JSON values) for the audit, since the IOC may have
+    changed the PV."""
+
+    def __init__(self, error: ApiError, before: Any, sent: Any) -> None:
+        super().__init__(error.entries, error.status, error.kind)
+        self.before = before
+        self.sent = sent
 
 
 # Channel Access messages are a 16-byte big-endian header: command, payload size, data type, data
@@ -243,6 +287,12 @@ class EpicsBackend:
         self.check(name)
         started = time.monotonic()
         self._open(pool, name)
+        return await self._read(name, options, started, encoding)
+
+    async def _read(self, name: str, options: ReadOptions, started: float,
+                    encoding: str = "json") -> dict[str, Any]:
+        """The value object of an open channel, by ``started`` + connect and read timeouts."""
+        pool = self.running_pool()
         answer = pool.cached_value(name, options, started)
         if answer is None:
             outcome = (await pool.values([name], options, started + self.span))[name]
@@ -250,6 +300,51 @@ class EpicsBackend:
                 raise self._failure(outcome, name)
             answer = outcome
         return self._value_body(answer, options, encoding, started)
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    async def write(self, name: str, raw: Any, *, wait: bool = True,
+                    timeout: float | None = None) -> WriteOutcome:
+        """Write ``raw`` (a JSON value, or a query string's text) to one PV and read it back.
+
+        ``wait``: a put with completion (answered once the IOC has processed the record, within
+        ``timeout`` seconds, by default ``epics_read_timeout_ms``); ``wait=False``: a plain put
+        (answered once sent). The checks, connection and reads before the put share one
+        deadline (connect + read timeout, as a read); the read-back has its own. A PV too large
+        to read (413) is not written either: its value before could not be told.
+        """
+        pool = self.running_pool()
+        self.check(name)
+        started = time.monotonic()
+        self._open(pool, name)
+        control = await self._control(name, started + self.span)  # connected, labels known
+        try:
+            pool.check_write_access(name)
+            data, count = puts.put_value(control.meta, control.reading.metadata, raw)
+        except ChannelError as exc:
+            raise api_error(exc, name) from None
+        sent = puts.sent_value(control.meta, data)
+        before = (await self._read(name, self.options(None, False, 0), started)).get("value")
+        put_timeout = self.config.epics_read_timeout_ms / 1000 if timeout is None else timeout
+        try:  # what ``put`` checks before sending; nothing awaited in between
+            pool.check_put(name, count)
+        except ChannelError as exc:
+            raise api_error(exc, name) from None
+        try:
+            result = await pool.put(name, data, count, wait=wait,
+                                    deadline=time.monotonic() + max(put_timeout, 0.001))
+        except ChannelError as exc:  # the put went out, or may have
+            raise WriteFailed(api_error(exc, name), before, sent) from None
+        fresh = ReadOptions(max_age=0.0, fresh=True)
+        try:
+            body = await self._read(name, fresh, time.monotonic())
+        except ApiError as exc:
+            entry = exc.entries[0]
+            done = "written (the IOC confirmed the put)" if result.confirmed else "sent"
+            readback = ErrorEntry(entry.reason, f"the value was {done}, but reading it back "
+                                  f"failed: {entry.description}", entry.severity, entry.origin)
+            raise WriteFailed(ApiError(readback, exc.status), before, sent) from None
+        return WriteOutcome(body, before, sent, body.get("value"), result.confirmed)
 
     async def _control(self, name: str, deadline: float) -> convert.PvReading:
         pool = self.running_pool()

@@ -74,6 +74,7 @@ class Channel:
         self.released = False
         self.watchers: set[Watch] = set()
         self.reads: dict[tuple[str, int | None], asyncio.Future[Reading]] = {}
+        self.puts: set[asyncio.Future[Any]] = set()  # puts with completion not answered yet
         self.listeners: dict[ChannelListener, None] = {}
         self._subscription: Any = None
         self._subscription_token: int | None = None
@@ -85,7 +86,7 @@ class Channel:
 
     @property
     def busy(self) -> bool:
-        return bool(self.watchers or self.reads or self.listeners)
+        return bool(self.watchers or self.reads or self.listeners or self.puts)
 
     @property
     def subscribed(self) -> bool:
@@ -238,6 +239,13 @@ class Channel:
         for fut in list(self.reads.values()):
             fail(fut, error)
         self.reads.clear()
+        if self.puts:
+            lost = Disconnected(
+                f"{self.name}: lost the connection to its IOC ({self.host}) before it confirmed "
+                "the put; the put may or may not have been done (it is not sent again)")
+            for fut in list(self.puts):
+                fail(fut, lost)
+            self.puts.clear()
         self.poke()
         self._notify(DISCONNECTED)
 

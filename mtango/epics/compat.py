@@ -28,13 +28,20 @@ What is used, by whom, and why (measured reasons in each function's docstring):
   notice and repair a context whose thread died;
 - ``VirtualCircuitManager.circuit.address``, ``Context.circuit_managers`` (``connection_facts``,
   ``circuit_counts``): the IOC of a channel, health figures;
-- ``caproto._utils.netifaces`` (``broadcast_addresses``): EPICS_CA_AUTO_ADDR_LIST.
+- ``caproto._utils.netifaces`` (``broadcast_addresses``): EPICS_CA_AUTO_ADDR_LIST;
+- ``VirtualCircuit.process_command``, ``VirtualCircuitManager.ioids``,
+  ``ErrorResponse.original_request`` (``_answer_error_responses``): a put or read the IOC
+  refuses with a CA error message is answered at once (502) instead of timing out.
+
+Puts need no internals: ``Batch.write`` (public) sends a put, with completion when given a
+callback, without any of the waiting ``PV.write`` does (see ``mtango.epics.pool.ChannelPool.put``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -53,7 +60,10 @@ CLASS_NAMES: dict[Any, tuple[str, ...]] = {
     ca_common: ("MIN_RETRY_SEARCHES_INTERVAL",),
     ca: ("ClientChannel", "ChannelType", "get_netifaces_addresses", "_utils"),
     ca.ClientChannel: ("create",),
-    ca.VirtualCircuit: ("new_channel_id",),
+    ca.VirtualCircuit: ("new_channel_id", "process_command"),
+    ca.ErrorResponse: ("original_request", "status", "error_message"),
+    ca.WriteNotifyRequest: ("ID",),
+    ca.ReadNotifyRequest: ("ID",),
     CallbackHandler: ("add_callback", "remove_callback"),
     ca_threading.Subscription: ("_subscribe",),
     ca_threading.SelectorThread: ("add_socket",),
@@ -78,6 +88,7 @@ PV_NAMES = (
 )
 CIRCUIT_MANAGER_NAMES = (
     "circuit", "channels", "pvs", "dead", "subscriptions", "_ready", "user_callback_executor",
+    "ioids",
 )
 CHANNEL_NAMES = ("native_data_type", "native_data_count")
 SUBSCRIPTION_NAMES = ("callback_lock", "callbacks", "pv", "most_recent_response", "subscriptionid")
@@ -214,9 +225,61 @@ def _wake_selector_for_new_circuits(context: Context) -> None:
         if isinstance(executor, ThreadPoolExecutor):
             target.user_callback_executor = _InlineExecutor()
             executor.shutdown(wait=False)  # never used: its thread starts on the first submit
+        if isinstance(target, ca_threading.VirtualCircuitManager):
+            _answer_error_responses(target)
         add_socket(sock, target)
 
     selector.add_socket = add_and_wake
+
+
+_NOTIFY_REQUESTS = (ca.WriteNotifyRequest.ID, ca.ReadNotifyRequest.ID)
+
+
+def _answer_error_responses(manager: Any) -> None:
+    """Hand a CA error message about a put or read with completion to the request's callback.
+
+    An IOC may refuse a put with completion (or a read) with an ERROR message that quotes the
+    request instead of answering it: caproto's server does so for every exception in a write
+    handler (a value beyond its control limits, a read-only PV, a refused value). caproto's
+    threading client drops ERROR messages, so the request stayed unanswered: a put to a caproto
+    IOC beyond its limits waited the whole timeout and answered 504 (2.0 s, measured), where
+    EPICS base's rsrv answers the same refusal at once with an error status (``ECA_PUTFAIL``).
+    The circuit's state machine is wrapped: after caproto has processed an ``ErrorResponse``,
+    the quoted request's ioid finds its callback, which receives the ``ErrorResponse`` (whose
+    ``status`` is the failure) on this same thread, as caproto would hand it an answer. Late
+    messages (past the request's deadline) are dropped, as caproto drops late answers.
+    """
+    circuit = manager.circuit
+    process = circuit.process_command
+
+    def process_command(command: Any) -> Any:
+        result = process(command)
+        if isinstance(command, ca.ErrorResponse):
+            _deliver_error(manager, command)
+        return result
+
+    circuit.process_command = process_command
+
+
+def _deliver_error(manager: Any, response: Any) -> None:
+    request = response.original_request
+    if request.command not in _NOTIFY_REQUESTS:
+        log.warning("an IOC refused a request without completion (%s): %s",
+                    response.status.name, bytes(response.error_message).split(b"\0")[0])
+        return
+    info = manager.ioids.pop(request.parameter2, None)
+    if info is None:
+        return
+    deadline = info.get("deadline")
+    if deadline is not None and time.monotonic() > deadline:
+        return
+    event = info.get("event")
+    if event is not None:  # a blocking caproto call waits for it (the bridge makes none)
+        info["response"] = response
+        event.set()
+    callback = info.get("callback")
+    if callback is not None:
+        manager.user_callback_executor.submit(callback, response)
 
 
 def search_now(context: Context) -> None:

@@ -10,7 +10,10 @@ had a live connection when the error happened (the FAILURE items of batch reads 
     ├── ReadTimeout         connected, the IOC did not answer a read
     ├── ArrayTooLarge       more than EPICS_CA_MAX_ARRAY_BYTES
     ├── TooManySearches     the worker's bound on names being searched for is reached
-    └── ServerError         the IOC answered with a CA error status
+    ├── ServerError         the IOC answered with a CA error status
+    ├── BadValue            a value to write that the PV's type cannot hold (nothing was sent)
+    ├── NoWriteAccess       the IOC's access rights refuse writes to the PV (nothing was sent)
+    └── WriteTimeout        connected, the IOC did not confirm a put with completion in time
 """
 
 from __future__ import annotations
@@ -54,3 +57,17 @@ class ServerError(ChannelError):
     def __init__(self, message: str, status: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class BadValue(ChannelError):
+    """A value to write that cannot be converted to the PV's native type (nothing was sent)."""
+
+
+class NoWriteAccess(ChannelError):
+    """The IOC's access rights for this client refuse writes to the PV (nothing was sent), or
+    the IOC answered a put with ``ECA_NOWTACCESS``."""
+
+
+class WriteTimeout(ChannelError):
+    """A put with completion was sent but the IOC did not confirm it in time: the record may
+    still be processing it, or may never do so. Puts are never sent again."""

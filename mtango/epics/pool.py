@@ -20,14 +20,19 @@ share one request; channels nobody asked for during ``idle_timeout`` (and nobody
 released (monitor cancelled, channel cleared), and searches for PVs that never answered are
 cancelled after ``dead_timeout``.
 
+Puts (``ChannelPool.put``) leave the same way as reads: asked for on the loop, sent without
+waiting, answered (put completion) through a callback handed to the loop.
+
 The parts: ``channel`` (one PV), ``reads`` (the read scheduler), ``watchdog`` (caproto threads
-that die), ``compat`` (every touch of caproto internals), and this module (the pool's life cycle,
-opening and releasing channels, monitors, and the answers with their metadata).
+that die), ``compat`` (every touch of caproto internals), ``puts`` (values to write), and this
+module (the pool's life cycle, opening and releasing channels, monitors, puts, and the answers
+with their metadata).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import threading
@@ -37,12 +42,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import caproto as ca
-from caproto.threading.client import Context
+from caproto.threading.client import Batch, Context
 
 from mtango.epics import compat
-from mtango.epics.channel import Channel, ChannelListener
-from mtango.epics.convert import PvReading
-from mtango.epics.errors import ChannelError, Disconnected, TooManySearches
+from mtango.epics.channel import Channel, ChannelListener, fail
+from mtango.epics.convert import PvReading, decode_text
+from mtango.epics.errors import (
+    ArrayTooLarge,
+    ChannelError,
+    Disconnected,
+    NoWriteAccess,
+    ServerError,
+    TooManySearches,
+    WriteTimeout,
+)
 from mtango.epics.reads import ReadOptions, ReadScheduler
 from mtango.epics.watchdog import Watchdog
 from mtango.live.handoff import Handoff
@@ -79,6 +92,17 @@ class PoolStats:
             "released_channels": self.released,
             "context_resets": self.resets,
         }
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """How a put ended: ``confirmed`` when the IOC said it has processed the record (a put with
+    completion; ``status`` is its CA status name), not for a plain put (``status`` "SENT": sent,
+    no answer expected). ``seconds`` from sending to the confirmation."""
+
+    confirmed: bool
+    status: str
+    seconds: float = 0.0
 
 
 class ChannelPool:
@@ -219,6 +243,112 @@ class ChannelPool:
         outcomes = await self.reads.read_many(channels, ReadOptions(), deadline, kind="control")
         return {c.name: out if isinstance(out, ChannelError) else c.answer(out)
                 for c, out in outcomes.items()}
+
+    # -- puts ------------------------------------------------------------------------------------
+
+    def check_write_access(self, name: str) -> None:
+        """Raise ``NoWriteAccess`` unless the IOC's access rights let this client write ``name``
+        (an open, connected channel). The rights are caproto's latest (the IOC may change them
+        while connected); unknown rights (an IOC that never sent any) leave the IOC to decide."""
+        channel = self._connected_channel(name)
+        rights = channel.pv.access_rights if channel.pv is not None else None
+        if rights is None and channel.meta is not None:
+            rights = channel.meta.access
+        if rights is not None and not int(rights) & ca.AccessRights.WRITE:
+            raise NoWriteAccess(
+                f"{name}: its IOC ({channel.host}) gives this bridge no write access "
+                f"({ca.AccessRights(int(rights)).name or 'NO_ACCESS'}); nothing was written")
+
+    def _connected_channel(self, name: str) -> Channel:
+        channel = self.channels.get(name)
+        if channel is None:
+            raise Disconnected(f"{name}: no channel is open for it")
+        if not channel.connected or channel.pv is None:
+            raise channel.not_connected_error(int(self.connect_timeout * 1000))
+        return channel
+
+    def check_put(self, name: str, count: int) -> Channel:
+        """What ``put`` checks before sending (raises as it would): ``name``'s channel is
+        connected, writable, and ``count`` elements fit in EPICS_CA_MAX_ARRAY_BYTES."""
+        channel = self._connected_channel(name)
+        self.check_write_access(name)
+        size = count * channel.element_bytes()
+        if size > self.max_array_bytes:
+            raise ArrayTooLarge(
+                f"{name}: {count} elements of {channel.element_bytes()} bytes to write, more "
+                f"than EPICS_CA_MAX_ARRAY_BYTES ({self.max_array_bytes})")
+        return channel
+
+    async def put(self, name: str, data: Any, count: int, *, wait: bool, deadline: float,
+                  data_type: Any = None) -> PutResult:
+        """Write ``data`` (``count`` elements, from ``puts.put_value``) to an open channel.
+
+        ``wait``: a put with completion (CA WRITE_NOTIFY): answered when the IOC has processed
+        the record, by ``deadline`` (else ``WriteTimeout``); an IOC error status is a
+        ``ServerError`` (``ECA_NOWTACCESS`` a ``NoWriteAccess``). Without ``wait``: a plain put,
+        answered once sent. Nothing is sent without write access or past ``deadline``, and a put
+        is never sent twice. ``data_type`` (default: the native type) is for tests.
+
+        Why caproto's ``Batch.write`` rather than ``PV.write(wait=False, callback=...)``: both
+        send without waiting for the answer, but ``PV.write`` first passes caproto's
+        ``ensure_connected``, which takes the PV's lock and *waits* (up to the timeout) for the
+        channel to be ready: it blocks whenever the channel has just dropped, before the loop
+        has heard of it. ``Batch.write`` builds the request and sends it, nothing else; its
+        callback comes on caproto's circuit thread (the selector thread that reads the IOC's
+        answer, see ``compat._InlineExecutor``) and is handed to the loop.
+        """
+        channel = self.check_put(name, count)
+        timeout = deadline - time.monotonic()
+        if timeout <= 0:
+            raise WriteTimeout(f"{name}: no time left to send the put; nothing was written")
+        channel.last_used = time.monotonic()
+        fut: asyncio.Future[str] | None = None
+        callback = None
+        if wait:
+            fut = self.loop.create_future()
+            callback = functools.partial(self._put_answered, channel, fut)
+        sent = time.monotonic()
+        try:
+            with Batch(timeout=timeout) as batch:
+                batch.write(channel.pv, data, callback=callback, data_type=data_type,
+                            data_count=count)
+        except Exception as exc:  # the circuit died under us, or the channel closed
+            raise Disconnected(f"{name}: the put could not be sent: {exc}") from None
+        if fut is None:
+            return PutResult(False, "SENT")
+        channel.puts.add(fut)
+        try:
+            done, _ = await asyncio.wait([fut], timeout=max(deadline - time.monotonic(), 0.0))
+        finally:
+            channel.puts.discard(fut)
+        if not done:
+            fail(fut, WriteTimeout(name))  # an answer after this is dropped (caproto's deadline)
+            raise WriteTimeout(
+                f"{name}: its IOC ({channel.host}) did not confirm the put within "
+                f"{timeout:.1f} s; the record may still be processing it (the put is not sent "
+                "again)")
+        return PutResult(True, fut.result(), time.monotonic() - sent)
+
+    def _put_answered(self, channel: Channel, fut: asyncio.Future[str], response: Any) -> None:
+        # caproto thread: a WriteNotifyResponse, or an ErrorResponse (compat)
+        self.post(self._put_done, channel, fut, response)
+
+    def _put_done(self, channel: Channel, fut: asyncio.Future[str], response: Any) -> None:
+        channel.puts.discard(fut)
+        if fut.done():
+            return
+        status = response.status
+        if status.success:
+            fut.set_result(status.name)
+            return
+        message = getattr(response, "error_message", None)
+        detail = f": {decode_text(bytes(message))}" if message else ""
+        text = (f"{channel.name}: the IOC refused the put with {status.name} "
+                f"({status.description}){detail}")
+        if status.name == "ECA_NOWTACCESS":
+            fail(fut, NoWriteAccess(text))
+        else:
+            fail(fut, ServerError(text, status.name))
 
     def _labels_ready(self, channel: Channel, now: float) -> bool:
         return channel.native_type != ca.ChannelType.ENUM or (
