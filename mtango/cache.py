@@ -7,6 +7,10 @@ never ``str(args)``.
 
 ``SingleFlight`` is the same de-duplication without keeping the result: concurrent identical
 device reads share one call, and the next read after it completes goes to the device again.
+
+After a write, ``SingleFlight.forget`` and ``AsyncLRUCache.discard`` make sure that nothing which
+began before it (a shared read, a configuration being fetched) answers a request that begins after
+it: those calls still answer the callers that were waiting for them, and are not stored.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class AsyncLRUCache(Generic[T]):
         self.observer = observer
         self._entries: OrderedDict[Hashable, tuple[float, T]] = OrderedDict()
         self._flight = SingleFlight()
+        self._epoch = 0  # bumped by discard and clear: builds begun before are not stored
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -78,8 +83,16 @@ class AsyncLRUCache(Generic[T]):
 
     def clear(self) -> None:
         self._entries.clear()
+        self._epoch += 1
         self._resized()
 
+    def discard(self, key: Hashable) -> None:
+        """Forget ``key``: the next ``get`` builds it anew, even if a build was under way (that
+        build still answers its callers, but is not stored)."""
+        self._entries.pop(key, None)
+        self._flight.forget(lambda k: k == key)
+        self._epoch += 1
+        self._resized()
 
     async def get(self, key: Hashable, factory: Callable[[], Awaitable[T]]) -> T:
         entry = self._entries.get(key)
@@ -92,10 +105,13 @@ class AsyncLRUCache(Generic[T]):
             del self._entries[key]
         # A caller that joins a build already under way counts as a hit: nothing new is built.
         self._count(hit=self._flight.running(key))
-        return await self._flight.run(key, lambda: self._build(key, factory))
+        epoch = self._epoch
+        return await self._flight.run(key, lambda: self._build(key, factory, epoch))
 
-    async def _build(self, key: Hashable, factory: Callable[[], Awaitable[T]]) -> T:
+    async def _build(self, key: Hashable, factory: Callable[[], Awaitable[T]], epoch: int) -> T:
         value = await factory()
+        if epoch != self._epoch:
+            return value  # discarded (or cleared) meanwhile: it may be stale
         self._entries[key] = (time.monotonic(), value)
         while len(self._entries) > self.maxsize:
             self._entries.popitem(last=False)
@@ -118,13 +134,25 @@ class SingleFlight:
     def running(self, key: Hashable) -> bool:
         return key in self._running
 
+    def forget(self, match: Callable[[Hashable], bool]) -> int:
+        """Calls of the keys ``match`` accepts no longer take new callers (the next call of such
+        a key runs anew); those under way still answer the callers they have. Returns how many."""
+        keys = [key for key in self._running if match(key)]
+        for key in keys:
+            del self._running[key]
+        return len(keys)
+
     async def run(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> T:
         task = self._running.get(key)
         if task is None:
             self.executed += 1
             task = asyncio.ensure_future(call())
             self._running[key] = task
-            task.add_done_callback(lambda _t: self._running.pop(key, None))
+            task.add_done_callback(lambda done: self._done(key, done))
         else:
             self.shared += 1
         return await asyncio.shield(task)
+
+    def _done(self, key: Hashable, task: asyncio.Task[Any]) -> None:
+        if self._running.get(key) is task:  # not a newer call of the key, after a forget
+            del self._running[key]

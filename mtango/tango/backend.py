@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import re
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import tango
@@ -33,7 +35,8 @@ from mtango.errors import (
     forbidden,
     from_devfailed,
 )
-from mtango.tango import convert
+from mtango.jsonenc import to_jsonable
+from mtango.tango import convert, writes
 
 T = TypeVar("T")
 
@@ -154,6 +157,20 @@ def _is_timeout(exc: tango.DevFailed) -> bool:
                for e in exc.args)
 
 
+@dataclass(frozen=True)
+class WriteOutcome:
+    """What a write did. ``body`` is what the route answers (``None``: nothing, 204); the audit
+    gets plain JSON: ``before`` (the value before the write, ``None`` when unknown), ``sent`` (the
+    value or argin written, converted, in the shape reads answer it) and ``after`` (the value read
+    back or the command's output; ``None`` when not read). Writes of several attributes or
+    properties give ``{name: value}`` for each of the three."""
+
+    body: Any
+    before: Any = None
+    sent: Any = None
+    after: Any = None
+
+
 class TangoBackend:
     def __init__(
         self, config: Config, on_call: Callable[[str, bool], None] | None = None
@@ -167,7 +184,9 @@ class TangoBackend:
         self.databases: AsyncLRUCache[tango.Database] = AsyncLRUCache(
             "databases", max(8, len(self.allowed_hosts))
         )
-        self.attributes: AsyncLRUCache[dict[str, Any]] = AsyncLRUCache(
+        # An attribute's info dict and PyTango's AttributeInfoListEx it came from (writes hand the
+        # latter to PyTango, which otherwise asks the device for it before every write).
+        self.attributes: AsyncLRUCache[tuple[dict[str, Any], Any]] = AsyncLRUCache(
             "attributes", config.attribute_cache_size, ttl=config.attribute_cache_ttl
         )
         self.reads = SingleFlight()
@@ -371,13 +390,20 @@ class TangoBackend:
         return [convert.attribute_info(i) for i in infos]
 
     async def attribute_info(self, host: str, device: str, attribute: str) -> dict[str, Any]:
+        return (await self._attribute_config(host, device, attribute))[0]
+
+    async def _attribute_config(
+        self, host: str, device: str, attribute: str
+    ) -> tuple[dict[str, Any], Any]:
+        """The info dict and PyTango's ``AttributeInfoEx`` of an attribute (cached)."""
         key = (host, device.lower(), attribute.lower())
 
-        async def fetch() -> dict[str, Any]:
+        async def fetch() -> tuple[dict[str, Any], Any]:
             infos = await self._device_call(host, device, "get_attribute_config_ex", [attribute])
-            return convert.attribute_info(infos[0])
+            return convert.attribute_info(infos[0]), infos
 
-        return await self.attributes.get(key, fetch)
+        info, infos = await self.attributes.get(key, fetch)
+        return info, infos[0]
 
     async def _enum_labels(self, host: str, device: str, da: tango.DeviceAttribute) -> list[str]:
         if da.type != tango.CmdArgType.DevEnum or da.has_failed:
@@ -449,6 +475,261 @@ class TangoBackend:
         items = await self._device_call(host, device, "command_history", command, depth)
         return [convert.command_history_item(info["cmd_name"], item) for item in items]
 
+    # -- writes ------------------------------------------------------------------------------------
+    #
+    # Every write is one device (or database) call, never retried; the value before is read first
+    # (for the audit), and the value after is read by a call of its own, never shared with reads
+    # that began before the write. After a write (or a command, which may change anything), reads
+    # of the device that are under way take no new callers: a read that begins after the write
+    # asks the device.
+
+    async def write_attribute(
+        self, host: str, device: str, attribute: str, raw: list[str] | Any, *,
+        from_json: bool, wait: bool = True,
+    ) -> WriteOutcome:
+        """``PUT .../attributes/{attr}/value``: ``raw`` is the ``v`` query values (a list of
+        strings) or, ``from_json``, the decoded JSON body (``writes.attribute_value`` says how
+        they are read). The body is the value read back, in the shape of a read (or its FAILURE
+        item, when the write succeeded and the read back failed); ``wait=False`` (``?async=true``)
+        answers ``None`` once the device has taken the write, without reading back."""
+        info, config = await self._attribute_config(host, device, attribute)
+        value = writes.attribute_value(info, raw, from_json=from_json)
+        name = info["name"]
+        sent = writes.sent_value(info, value)
+        before = await self._values_before(host, device, [name])
+        try:
+            await self._device_call(host, device, "write_attribute", config, value)
+        finally:
+            self._written(host, device)
+        if not wait:
+            return WriteOutcome(None, before[name], sent)
+        (body,) = await self._read_back(host, device, [name])
+        return WriteOutcome(body, before[name], sent, _value_of(body))
+
+    async def write_attributes(
+        self, host: str, device: str, values: dict[str, list[str]], wait: bool = True
+    ) -> WriteOutcome:
+        """``PUT .../attributes/value?a=1&b=2``: each name's query values (repeated keys give a
+        spectrum). Every value is converted first; one that cannot be (or an unknown or read-only
+        attribute) is a FAILURE item and the others are written, in one device call, then read
+        back in one call. The body has one value object or FAILURE item per name, in order (a
+        write the device refused is the device's FAILURE item).
+
+        ``wait=False`` answers ``None`` without reading back; as it cannot report one attribute's
+        failure in an empty answer, any attribute that cannot be converted fails the whole request
+        before anything is written (its ApiError lists every such attribute).
+        """
+        names = list(values)
+        if not names:
+            raise bad_request("no attribute to write (?name=value)", "MissingValue")
+        configs = await asyncio.gather(
+            *(self._attribute_config(host, device, n) for n in names), return_exceptions=True)
+        failures: dict[str, ApiError] = {}
+        pending: list[tuple[str, dict[str, Any], Any, Any]] = []  # name, info, config, value
+        for name, found in zip(names, configs, strict=True):
+            if isinstance(found, ApiError) and found.kind is FailureKind.NOT_FOUND \
+                    and not _names_device(found):
+                failures[name] = found
+                continue
+            if isinstance(found, BaseException):
+                raise found
+            info, config = found
+            try:
+                pending.append((name, info, config, writes.attribute_value(info, values[name],
+                                                                           from_json=False)))
+            except ApiError as exc:
+                failures[name] = exc
+        if failures and not wait:
+            first = next(iter(failures.values()))
+            raise ApiError([e for exc in failures.values() for e in exc.entries],
+                           status=first.status, kind=first.kind)
+        written = [p[1]["name"] for p in pending]
+        sent = {p[1]["name"]: writes.sent_value(p[1], p[3]) for p in pending}
+        before = await self._values_before(host, device, written) if written else {}
+        if pending:
+            try:
+                await self._device_call(host, device, "write_attributes",
+                                        [(config, value) for _, _, config, value in pending])
+            except ApiError as exc:
+                refused = _refused_attributes(exc, written)
+                if refused is None or not wait:
+                    raise
+                for name, info, _, _ in pending:
+                    if info["name"].lower() in refused:
+                        failures[name] = exc
+            finally:
+                self._written(host, device)
+        if not wait:
+            return WriteOutcome(None, before, sent)
+        done = [p for p in pending if p[0] not in failures]
+        read = await self._read_back(host, device, [p[1]["name"] for p in done])
+        by_name = {p[0]: body for p, body in zip(done, read, strict=True)}
+        body = [by_name[n] if n in by_name else failure_body(failures[n].entries, name=n)
+                for n in names]
+        after = {p[1]["name"]: _value_of(by_name[p[0]]) for p in done}
+        return WriteOutcome(body, before, sent, after)
+
+    async def _values_before(self, host: str, device: str, names: list[str]) -> dict[str, Any]:
+        """The values of ``names`` now, for the audit (``None`` where a read fails). A device that
+        does not answer fails the write here, before anything is sent."""
+        try:
+            if len(names) == 1:
+                objects = [await self.read_attribute(host, device, names[0])]
+            else:
+                objects = await self.read_attributes(host, device, names)
+        except ApiError as exc:
+            if exc.kind is not FailureKind.FAILED:
+                raise
+            return dict.fromkeys(names)
+        return {name: _value_of(obj) for name, obj in zip(names, objects, strict=True)}
+
+    async def _read_back(self, host: str, device: str, names: list[str]) -> list[dict[str, Any]]:
+        """Value objects of ``names`` read after a write, in a call of their own; the write has
+        happened, so a failed read is a FAILURE item, never an exception."""
+        if not names:
+            return []
+        try:
+            das = await self._device_call(host, device, "read_attributes", names)
+            return [convert.value_object(da, await self._enum_labels(host, device, da))
+                    for da in das]
+        except ApiError as exc:
+            return [failure_body(exc.entries, name=n) for n in names]
+
+    def _written(self, host: str, device: str) -> None:
+        """Reads of ``device`` under way take no new callers: they may hold the old value."""
+        dev = device.lower()
+        self.reads.forget(lambda key: isinstance(key, tuple) and key[:2] == (host, dev))
+
+    async def run_command(
+        self, host: str, device: str, command: str, body: bytes, content_type: str | None,
+        wait: bool = True,
+    ) -> WriteOutcome:
+        """``PUT .../commands/{cmd}``: the argin from the body (``writes.command_argin``); answers
+        ``{"name", "output"}`` (no ``output`` for a DevVoid out_type; an output of 0 or ``""`` is
+        kept). ``wait=False`` (``?async=true``) sends the command without waiting for it
+        (``command_inout_asynch``, fire and forget): ``None``, and a failure of the command itself
+        is not seen."""
+        info = await self.command_info(host, device, command)
+        argin = writes.command_argin(info, body, content_type)
+        name, void_in = info["cmd_name"], info["in_type"] == "DevVoid"
+        sent = None if void_in else writes.sent_argin(info, argin)
+        try:
+            if wait:
+                output = await self._device_call(
+                    host, device, "command_inout", *((name,) if void_in else (name, argin)))
+            else:
+                await self._device_call(host, device, "command_inout_asynch", name, argin, True)
+        finally:
+            self._written(host, device)
+        if not wait:
+            return WriteOutcome(None, None, sent)
+        result: dict[str, Any] = {"name": name}
+        if info["out_type"] != "DevVoid":
+            result["output"] = convert.command_output(output, info["out_type"])
+        return WriteOutcome(result, None, sent, to_jsonable(result.get("output")))
+
+    # -- database properties -----------------------------------------------------------------------
+
+    async def put_device_properties(
+        self, host: str, device: str, props: dict[str, list[str]]
+    ) -> WriteOutcome:
+        """``PUT .../properties?p1=v&p2=a&p2=b`` (or one property): stores each property with its
+        values in one database call (properties not named are left as they are). The body is
+        ``[{"name", "values"}]`` read back, in order."""
+        if not props:
+            raise bad_request("no property to set (?name=value)", "MissingValue")
+        checked = {name: writes.check_property(name, values) for name, values in props.items()}
+        await self.proxy(host, device)  # an unknown device fails here: no ghost properties
+        names = list(checked)
+        before = await self._device_property_values(host, device, names)
+        argin = [device, str(len(checked))]
+        for name, values in checked.items():
+            argin += [name, str(len(values)), *values]
+        await self._db_command(host, "DbPutDeviceProperty", argin)
+        after = await self._device_property_values(host, device, names)
+        body = [{"name": n, "values": after[n]} for n in names]
+        return WriteOutcome(body, before, checked, after)
+
+    async def delete_device_property(self, host: str, device: str, name: str) -> WriteOutcome:
+        """``DELETE .../properties/{name}``: the body is ``None`` (204); deleting a property that
+        does not exist succeeds (``before`` is then ``{name: []}``)."""
+        writes.check_property(name, [""])
+        await self.proxy(host, device)
+        before = await self._device_property_values(host, device, [name])
+        await self._db_command(host, "DbDeleteDeviceProperty", [device, name])
+        return WriteOutcome(None, before)
+
+    async def _device_property_values(
+        self, host: str, device: str, names: list[str]
+    ) -> dict[str, list[str]]:
+        reply = await self._db_command(host, "DbGetDeviceProperty", [device, *names])
+        found = {k.lower(): v for k, v in convert.device_properties(reply).items()}
+        return {name: found.get(name.lower(), []) for name in names}
+
+    async def put_attribute_property(
+        self, host: str, device: str, attribute: str, name: str, values: list[str]
+    ) -> WriteOutcome:
+        """``PUT .../attributes/{attr}/properties/{prop}?value=v``: stores the property in the
+        database; the body is ``{prop: values}`` read back. A running device reads attribute
+        properties when it starts: to change its configuration now, use ``set_attribute_info``."""
+        checked = writes.check_property(name, values)
+        info = await self.attribute_info(host, device, attribute)
+        attr = info["name"]
+        before = await self._attribute_property_values(host, device, attr, name)
+        await self._db_command(host, "DbPutDeviceAttributeProperty2",
+                               [device, "1", attr, "1", name, str(len(checked)), *checked])
+        self.attributes.discard((host, device.lower(), attribute.lower()))
+        after = await self._attribute_property_values(host, device, attr, name)
+        return WriteOutcome(after, before, {name: checked}, after)
+
+    async def delete_attribute_property(
+        self, host: str, device: str, attribute: str, name: str
+    ) -> WriteOutcome:
+        """``DELETE .../attributes/{attr}/properties/{prop}``: ``None`` (204), also when there was
+        no such property."""
+        writes.check_property(name, [""])
+        info = await self.attribute_info(host, device, attribute)
+        attr = info["name"]
+        before = await self._attribute_property_values(host, device, attr, name)
+        await self._db_command(host, "DbDeleteDeviceAttributeProperty", [device, attr, name])
+        self.attributes.discard((host, device.lower(), attribute.lower()))
+        return WriteOutcome(None, before)
+
+    async def _attribute_property_values(
+        self, host: str, device: str, attribute: str, name: str
+    ) -> dict[str, list[str]]:
+        """``{name: values}`` of one attribute property (``[]`` when it has none), named as the
+        database spells it."""
+        reply = await self._db_command(host, "DbGetDeviceAttributeProperty2", [device, attribute])
+        found = convert.attribute_properties(reply)
+        props = next((p for a, p in found.items() if a.lower() == attribute.lower()), {})
+        spelled = next((p for p in props if p.lower() == name.lower()), name)
+        return {spelled: props.get(spelled, [])}
+
+    async def set_attribute_info(
+        self, host: str, device: str, attribute: str, body: dict[str, Any]
+    ) -> WriteOutcome:
+        """``PUT .../attributes/{attr}/info``: sets the fields of ``body`` that a client may set
+        (``writes.attribute_config_changes``: label, description, units, format, min/max value,
+        alarms, events, enum labels) on the running device, from its current configuration (not
+        a cached one), and answers the new info dict. ``before``/``sent``/``after`` hold only the
+        changed fields (``{"label": ..., "alarms.max_alarm": ...}``)."""
+        infos = await self._device_call(host, device, "get_attribute_config_ex", [attribute])
+        config = infos[0]
+        current = convert.attribute_info(config)
+        changes = writes.attribute_config_changes(current, body)
+        key = (host, device.lower(), attribute.lower())
+        if changes:
+            writes.apply_attribute_config(config, changes)
+            try:
+                await self._device_call(host, device, "set_attribute_config", config)
+            finally:
+                self.attributes.discard(key)
+                self._written(host, device)  # enum labels of reads under way may be the old ones
+        info = await self.attribute_info(host, device, attribute)
+        return WriteOutcome(info, {p: writes.config_field(current, p) for p in changes}, changes,
+                            {p: writes.config_field(info, p) for p in changes})
+
     # -- pipes -------------------------------------------------------------------------------------
 
     async def pipes(self, host: str, device: str) -> list[str]:
@@ -482,6 +763,37 @@ def _timeout_error(description: str, origin: str) -> ApiError:
     """A call cut off by the bridge's deadline: Tango's own reason, so clients treat it alike."""
     return ApiError(ErrorEntry("API_DeviceTimedOut", description, "ERR", origin),
                     status=503, kind=FailureKind.UNAVAILABLE)
+
+
+def _value_of(body: dict[str, Any]) -> Any:
+    """The plain JSON value of a value object (``None`` for a FAILURE item)."""
+    if body.get("quality") == "FAILURE":
+        return None
+    return to_jsonable(body.get("value"))
+
+
+_OBJECTS = re.compile(r"object\(s\) (.+)$")
+
+
+def _refused_attributes(exc: ApiError, names: list[str]) -> set[str] | None:
+    """The attributes a ``write_attributes`` call says the device refused, lower-cased; ``None``
+    when the failure is not about attributes (the device failed as a whole).
+
+    cppTango reports them in a NamedDevFailedList, which PyTango 10 turns into one DevFailed
+    whose description ends ``..., object(s) a, b``: the per-attribute errors are lost, the names
+    are read from that text (attribute names hold no comma or space). If they cannot be read,
+    every attribute counts as refused.
+    """
+    entries = [e for e in exc.entries if e.reason == "API_AttributeFailed"]
+    if not entries:
+        return None
+    wanted = {n.lower() for n in names}
+    refused: set[str] = set()
+    for entry in entries:
+        match = _OBJECTS.search(entry.description)
+        if match:
+            refused |= {n.strip().lower() for n in match.group(1).split(",")} & wanted
+    return refused or wanted
 
 
 def _names_device(exc: ApiError) -> bool:

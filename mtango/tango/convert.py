@@ -133,10 +133,27 @@ def command_history_item(name: str, item: Any) -> dict[str, Any]:
         body = failure_body(entries_from_err_stack(item.get_err_stack()), name=name)
         body["timestamp"] = time_ms(item.get_date())
         return body
-    output = item.extract()
-    if item.get_type() == tango.CmdArgType.DevState:
-        output = _state_names(output)
+    output = command_output(item.extract(), type_name(item.get_type()))
     return {"name": name, "output": output, "timestamp": time_ms(item.get_date())}
+
+
+_STRUCT_KEYS = {"DevVarLongStringArray": "lvalue", "DevVarDoubleStringArray": "dvalue"}
+
+
+def command_output(value: Any, data_type: str) -> Any:
+    """A command's output (or argin) as rc3 answers it: ``{"lvalue"|"dvalue", "svalue"}`` for the
+    two struct types, state names, DevEncoded as ``{format, data}``; numbers and arrays as they
+    are (the serializer makes numpy arrays lists and NaN ``"NaN"``)."""
+    if value is None:
+        return None
+    if data_type in _STRUCT_KEYS:
+        numbers, strings = value
+        return {_STRUCT_KEYS[data_type]: numbers, "svalue": list(strings)}
+    if data_type in ("DevState", "DevVarStateArray"):
+        return _state_names(value)
+    if data_type == "DevEncoded":
+        return encoded_value(value)
+    return value
 
 
 def attribute_info(info: Any) -> dict[str, Any]:
