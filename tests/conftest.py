@@ -154,3 +154,15 @@ def pyepics(caproto_ioc, soft_ioc, restart_ioc):
             else:
                 os.environ[key] = value
     return epics
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Headless Chromium (installed when missing and running as root: tests/browser.py)."""
+    from tests.browser import ensure_chromium
+
+    path, why = ensure_chromium()
+    if path is None:
+        # Pages are features: without a browser they are untested, which must not pass.
+        pytest.fail(f"headless Chromium is not available: {why}")
+    return path

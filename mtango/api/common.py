@@ -48,16 +48,39 @@ class Route:
 
 
 def make_blueprint(name: str, url_prefix: str, routes: Iterable[Route]) -> Blueprint:
+    """A blueprint of ``routes``. Routes of one URL (GET and PUT of a value) become one Sanic
+    route that dispatches on the method, so that another method's 405 lists them all in its
+    ``Allow`` header (RFC 9110). Write routes are wrapped by ``guarded``; each route's action per
+    method is in ``route.ctx.actions`` (pairs: Sanic wants it hashable) for the read check."""
     bp = Blueprint(name, url_prefix=url_prefix, strict_slashes=False)
+    by_uri: dict[str, list[Route]] = {}
     for route in routes:
-        handler = route.handler
-        if route.action == WRITE:
-            assert route.targets is not None, f"write route {route.name} names no targets"
-            handler = guarded(handler, route.protocol, route.audit_action or route.name,
-                              route.targets)
-        bp.add_route(handler, route.uri, methods=list(route.methods), name=route.name,
-                     unquote=True, ctx_action=route.action)
+        by_uri.setdefault(route.uri, []).append(route)
+    for uri, group in by_uri.items():
+        handlers: dict[str, Callable[..., Any]] = {}
+        actions: dict[str, str] = {}
+        for route in group:
+            handler = route.handler
+            if route.action == WRITE:
+                assert route.targets is not None, f"write route {route.name} names no targets"
+                handler = guarded(handler, route.protocol, route.audit_action or route.name,
+                                  route.targets)
+            for method in route.methods:
+                handlers[method], actions[method] = handler, route.action
+        if len(group) == 1:
+            handler = handlers[group[0].methods[0]]
+        else:
+            handler = _dispatcher(handlers)
+        bp.add_route(handler, uri, methods=list(handlers), name=group[0].name, unquote=True,
+                     ctx_actions=tuple(actions.items()))
     return bp
+
+
+def _dispatcher(handlers: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
+    async def dispatch(request: Request, **params: Any) -> Any:
+        return await handlers[request.method](request, **params)
+
+    return dispatch
 
 
 def absolute(request: Request, path: str) -> str:

@@ -39,6 +39,8 @@ from mtango.api.common import (
 from mtango.epics.backend import EpicsBackend
 from mtango.epics.reads import ReadOptions
 from mtango.errors import ApiError, bad_request, failure_body
+from mtango.security.access import WRITE
+from mtango.security.guard import WriteTarget, note
 
 ROOT = "/epics/rest/v1"
 PV = "/pvs/<pv>"
@@ -148,6 +150,30 @@ async def infos(request: Request) -> HTTPResponse:
     return respond(request, items)
 
 
+def _put_targets(request: Request, params: dict[str, Any]) -> list[WriteTarget]:
+    name = backend(request).check(params["pv"])  # 400/403 before anything is sent
+    return [WriteTarget("epics", name, {"pv": name})]
+
+
+def _put_value(request: Request) -> Any:
+    """``?v=`` (repeated: an array), else the JSON body."""
+    values = query_list(request, "v")
+    if values:
+        return values if len(values) > 1 else values[0]
+    if not request.body.strip():
+        raise bad_request("give the value as ?v=... or as a JSON body", "MissingParameter")
+    return json_body(request)
+
+
+async def pv_put(request: Request, pv: str) -> HTTPResponse:
+    """``PUT pvs/{pv}/value``: a put with completion (``?wait=0``: without), then the value read
+    back, as ``GET pvs/{pv}/value`` answers it."""
+    wait = query_value(request, "wait") is None or _flag(request, "wait")
+    outcome = await backend(request).write(pv, _put_value(request), wait=wait)
+    note(request, before=outcome.before, sent=outcome.sent, after=outcome.after)
+    return respond(request, outcome.body)
+
+
 async def health(request: Request) -> HTTPResponse:
     body, status = await backend(request).health()
     return respond(request, body, status)
@@ -162,12 +188,12 @@ ROUTES = [
     Route(PV, pv_full, "epics_pv"),
     Route(f"{PV}/value", pv_value, "epics_pv_value"),
     Route(f"{PV}/info", pv_info, "epics_pv_info"),
+    # A read with the names in the body (too many for a URL).
+    Route("/pvs/value", values_post, "epics_pvs_value_post", ("POST",)),
+    Route(f"{PV}/value", pv_put, "epics_pv_value_put", ("PUT",), action=WRITE,
+          targets=_put_targets, audit_action="pv", protocol="epics"),
 ]
-POST_ROUTES = [Route("/pvs/value", values_post, "epics_pvs_value_post")]
 
 
 def blueprint() -> Blueprint:
-    bp = make_blueprint("epics", ROOT, ROUTES)
-    for route in POST_ROUTES:
-        bp.add_route(route.handler, route.uri, methods=["POST"], name=route.name)
-    return bp
+    return make_blueprint("epics", ROOT, ROUTES)

@@ -14,7 +14,9 @@ Where we do better than pvws:
   updates in between are coalesced, the latest value is always sent, never dropped; a client
   holds one waiting update per PV at most, whatever its socket does;
 - a socket whose send fails is closed and all its PVs released (pvws kept such senders forever);
-- ``write`` is refused with an error message while the bridge has no writes (nothing is written).
+- ``write`` goes through the bridge's write permission and audit (the user of the upgrade
+  request's credentials), as ``PUT /epics/rest/v1/pvs/{pv}/value``; with ``writes: off`` it is
+  refused with an error message and nothing is written.
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ from mtango import __version__
 from mtango.api import sys as sys_api
 from mtango.api.common import query_value, respond
 from mtango.epics import pvws
+from mtango.epics.convert import access_name
 from mtango.epics.events import PvUpdate, epics_key
 from mtango.errors import ApiError, bad_request
 from mtango.live.hub import Event, Hub, Key
+from mtango.security.guard import WriteTarget, audited_write
 
 log = logging.getLogger("mtango")
 
@@ -52,8 +56,9 @@ _STARTED = time.time()
 # -- one event in pvws's form (made once, shared by every socket) ----------------------------------
 
 
-def full_update(event: Event) -> dict[str, Any] | None:
-    """The complete pvws update of a value event; None for a failure."""
+def full_update(event: Event, writes: bool) -> dict[str, Any] | None:
+    """The complete pvws update of a value event; None for a failure. ``writes``: the bridge
+    writes (``writes: on``); a worker's setting, so one cached form per event is enough."""
     full: dict[str, Any] | None = event.encoded.get("pvws")
     if full is None and isinstance(event.data, PvUpdate):
         value, control = event.data.value, event.data.control
@@ -61,17 +66,18 @@ def full_update(event: Event) -> dict[str, Any] | None:
         full = pvws.full_update(
             meta.name, meta.native_type, reading.data, reading.metadata,
             control.reading.metadata, labels=meta.labels or None,
-            # pvws: readonly when the PV is, or when the server has no write support (ours
-            # comes with the writes issue): a display must not offer what would be refused.
-            writable=False, count=meta.native_count, long_string=meta.long_string)
+            # pvws: readonly when the PV is, or when the server does not write: a display must
+            # not offer what would be refused.
+            writable=writes and access_name(meta.access) in ("READ_WRITE", "WRITE"),
+            count=meta.native_count, long_string=meta.long_string)
         event.encoded["pvws"] = full
     return full
 
 
-def full_text(event: Event) -> str:
+def full_text(event: Event, writes: bool) -> str:
     text: str | None = event.encoded.get("pvws-text")
     if text is None:
-        text = event.encoded["pvws-text"] = json.dumps(full_update(event))
+        text = event.encoded["pvws-text"] = json.dumps(full_update(event, writes))
     return text
 
 
@@ -93,6 +99,8 @@ class PvwsClient:
 
     def __init__(self, request: Request, interval: float) -> None:
         self.id = str(next(_ids))
+        self.request = request  # the upgrade request: whose credentials a write uses
+        self.writes = request.app.ctx.config.writes == "on"
         self.hub: Hub = request.app.ctx.hub
         self.epics = request.app.ctx.epics
         self.interval = interval  # seconds between two updates of one PV
@@ -179,13 +187,13 @@ class PvwsClient:
             self.state.pop(key, None)  # the next value is a full update again
             self.seq.pop(key, None)
             return gone_text(event, name)
-        full = full_update(event)
+        full = full_update(event, self.writes)
         if full is None:
             return None
         state = self.state.get(key)
         if state is None:
             self.state[key], self.seq[key] = full, event.seq
-            return full_text(event)
+            return full_text(event, self.writes)
         base = self.seq.get(key)
         # Deltas are shared by the sockets that hold the same earlier event (most of them);
         # coalescing leaves sockets at a few different ones.
@@ -285,6 +293,23 @@ def _interval(request: Request) -> float:
     return 1.0 / limit
 
 
+async def _write(client: PvwsClient, ws: Any, name: str, value: Any) -> None:
+    """pvws ``write``: the same path as ``PUT /epics/rest/v1/pvs/{pv}/value`` (permission, put
+    with completion, audit, with the socket's user); pvws answers a success with nothing and a
+    failure with an error message."""
+    epics = client.epics
+    try:
+        target = WriteTarget("epics", epics.check(name), {"pv": name})
+        await audited_write(client.request, "pvws", "pv", target,
+                            lambda: epics.write(name, value, wait=True))
+    except ApiError as exc:
+        first = exc.entries[0]
+        await ws.send(json.dumps(pvws.error_message(
+            f"cannot write {name}: {first.description} ({first.reason}); nothing was written"
+            if exc.status in (401, 403) else f"writing {name} failed: {first.description} "
+            f"({first.reason})")))
+
+
 async def _answer(client: PvwsClient, ws: Any, text: str | bytes) -> None:
     """Carry out one client frame."""
     client.last_client_message = int(time.time() * 1000)
@@ -302,9 +327,7 @@ async def _answer(client: PvwsClient, ws: Any, text: str | bytes) -> None:
     elif kind == "list":
         await ws.send(json.dumps(pvws.list_message(client.pvs)))
     elif kind == "write":
-        await ws.send(json.dumps(pvws.error_message(
-            f"cannot write {message.pv}: this bridge does not write to PVs (writes are off); "
-            "nothing was written")))
+        await _write(client, ws, str(message.pv), message.value)
     elif kind == "ping":
         await ws.ping()
     elif kind == "echo":

@@ -22,6 +22,8 @@ from mtango.errors import not_found
 
 CLEAN_WAIT_SECONDS = 2.0
 _SECRET = re.compile(r"pass(word)?|secret|token|credential|api_?key|auth", re.IGNORECASE)
+# Settings whose names look like a secret's but that say how, not with what (auth: none|basic).
+_NOT_SECRET = frozenset({"auth", "auth_realm"})
 
 
 def redact(settings: dict[str, Any]) -> dict[str, Any]:
@@ -30,7 +32,7 @@ def redact(settings: dict[str, Any]) -> dict[str, Any]:
     for key, value in settings.items():
         if isinstance(value, dict):
             out[key] = redact(value)
-        elif _SECRET.search(key) and value not in (None, "", [], ()):
+        elif _SECRET.search(key) and key not in _NOT_SECRET and value not in (None, "", [], ()):
             out[key] = "***"
         else:
             out[key] = value

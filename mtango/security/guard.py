@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mtango.errors import ApiError
+from mtango.errors import ApiError, ErrorEntry
 from mtango.security.access import ANONYMOUS, READ, WRITE, Access, Principal
 from mtango.security.audit import AuditLog
 
@@ -50,6 +50,12 @@ def _address(request: Any) -> str:
     return str(request.remote_addr or request.ip or "")
 
 
+def _result(error: ApiError) -> str:
+    """A 401/403 from below the guard (an IOC's access rights) refused the write before anything
+    was sent; anything else failed."""
+    return "refused" if error.status in (401, 403) else "failed"
+
+
 def _reason(error: ApiError) -> str:
     first = error.entries[0] if error.entries else None
     return f"{first.reason}: {first.description}" if first else "error"
@@ -65,10 +71,21 @@ def record(request: Any, principal: Principal, protocol: str, action: str, targe
                  after=after)
 
 
-def note(request: Any, target: WriteTarget, *, before: Any = None, sent: Any = None,
+def failure_of(item: Any) -> ApiError | None:
+    """The error of a FAILURE item of a many-target answer (``None`` for a value)."""
+    if isinstance(item, dict) and item.get("errors"):
+        entries = [ErrorEntry(str(e.get("reason", "")), str(e.get("description", "")),
+                              str(e.get("severity", "ERR")), str(e.get("origin", "")))
+                   for e in item["errors"]]
+        return ApiError(entries, status=200)
+    return None
+
+
+def note(request: Any, *, index: int = 0, before: Any = None, sent: Any = None,
          after: Any = None, error: ApiError | None = None) -> None:
-    """What a guarded handler did to ``target`` (an ``error`` for a target that failed while
-    the request as a whole answered)."""
+    """What a guarded handler did to its ``index``-th target (an ``error`` for a target that
+    failed while the request as a whole answered)."""
+    target = request.ctx.write_targets[index]
     request.ctx.write_notes.append(_Note(target, before, sent, after, error))
 
 
@@ -117,9 +134,19 @@ def guarded(handler: Handler, protocol: str, action: str, targets_of: TargetsOf)
     @functools.wraps(handler)
     async def run(request: Any, **params: Any) -> Any:
         started = time.perf_counter()
-        targets = targets_of(request, params)
+        try:
+            targets = targets_of(request, params)
+        except ApiError as exc:  # a target refused before anything else (allow-list, name)
+            try:
+                who = await request.app.ctx.access.identify(request) or ANONYMOUS
+            except ApiError:
+                who = Principal(_claimed_user(request), (), "rejected")
+            record(request, who, protocol, action, WriteTarget("", "", dict(params)),
+                   "refused", started, exc.status, _reason(exc))
+            raise
         principal = await authorize(request, protocol, action, targets, started)
         request.ctx.principal = principal
+        request.ctx.write_targets = targets
         request.ctx.write_notes = []
         try:
             response = await handler(request, **params)
@@ -128,8 +155,11 @@ def guarded(handler: Handler, protocol: str, action: str, targets_of: TargetsOf)
             _flush(request, principal, protocol, action, started, 200)
             for target in targets:
                 if id(target) not in noted:
-                    record(request, principal, protocol, action, target, "failed", started,
-                           exc.status, _reason(exc))
+                    # A failure after the value went out (a put not confirmed, a read-back that
+                    # failed) carries what was there and what was sent.
+                    record(request, principal, protocol, action, target, _result(exc),
+                           started, exc.status, _reason(exc),
+                           before=getattr(exc, "before", None), sent=getattr(exc, "sent", None))
             raise
         except Exception as exc:
             _flush(request, principal, protocol, action, started, 500)
@@ -150,9 +180,28 @@ def _flush(request: Any, principal: Principal, protocol: str, action: str, start
             record(request, principal, protocol, action, item.target, "ok", started, status,
                    before=item.before, sent=item.sent, after=item.after)
         else:
-            record(request, principal, protocol, action, item.target, "failed", started,
-                   item.error.status, _reason(item.error), before=item.before, sent=item.sent)
+            record(request, principal, protocol, action, item.target, _result(item.error),
+                   started, item.error.status, _reason(item.error), before=item.before,
+                   sent=item.sent)
     request.ctx.write_notes = []
+
+
+async def audited_write(request: Any, protocol: str, action: str, target: WriteTarget,
+                        run: Callable[[], Awaitable[Any]]) -> Any:
+    """One write outside an HTTP route (a pvws ``write`` message): the same permission check
+    and audit line. ``run`` does the write and answers an object with ``before``, ``sent`` and
+    ``after``."""
+    started = time.perf_counter()
+    principal = await authorize(request, protocol, action, [target], started)
+    try:
+        outcome = await run()
+    except ApiError as exc:
+        record(request, principal, protocol, action, target, _result(exc), started, exc.status,
+               _reason(exc), before=getattr(exc, "before", None), sent=getattr(exc, "sent", None))
+        raise
+    record(request, principal, protocol, action, target, "ok", started, 200,
+           before=outcome.before, sent=outcome.sent, after=outcome.after)
+    return outcome
 
 
 async def check_read(request: Any) -> None:
@@ -161,7 +210,7 @@ async def check_read(request: Any) -> None:
     route = request.route
     if route is None or request.method == "OPTIONS":
         return
-    if getattr(route.ctx, "action", READ) != READ:
+    if dict(getattr(route.ctx, "actions", ())).get(request.method, READ) != READ:
         return
     access: Access | None = getattr(request.app.ctx, "access", None)
     if access is not None:

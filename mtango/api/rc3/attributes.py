@@ -1,8 +1,10 @@
-"""rc3 attributes: list, links, values (one, several, plain), info, history, properties."""
+"""rc3 attributes: list, links, values (one, several, plain), info, history, properties; and
+their writes (values, info, properties), guarded and audited by ``mtango.security.guard``."""
 
 from __future__ import annotations
 
 from email.utils import formatdate
+from typing import Any
 
 from sanic import Request
 from sanic.response import HTTPResponse
@@ -12,6 +14,8 @@ from mtango.api.common import (
     Route,
     check_name,
     device_url,
+    json_body,
+    query_args,
     query_int,
     query_list,
     query_value,
@@ -21,8 +25,10 @@ from mtango.api.common import (
 )
 from mtango.api.rc3 import target
 from mtango.api.rc3.target import DEVICE
-from mtango.errors import bad_request
+from mtango.errors import ApiError, bad_request
 from mtango.live.hub import Hub
+from mtango.security.access import WRITE
+from mtango.security.guard import failure_of, note
 from mtango.tango.events import tango_key
 
 # Header naming the attributes of an answer that came from their live subscription's latest
@@ -178,6 +184,100 @@ async def property_(request: Request, host: str, port: str, domain: str, family:
     return respond(request, {found: props.get(found, [])})
 
 
+# -- writes --------------------------------------------------------------------------------------
+
+
+def _written(request: Request, body: Any, timestamp: int | None = None) -> HTTPResponse:
+    if target.is_async(request):
+        return HTTPResponse(status=204)
+    headers = _last_modified(timestamp) if timestamp else None
+    return respond(request, body, headers=headers)
+
+
+def _value_sent(request: Request) -> tuple[Any, bool]:
+    """The value of a one-attribute write: ``?v=`` (repeatable: a spectrum), else the body as
+    JSON, else the body as text. (raw, from_json)."""
+    values = query_list(request, "v")
+    if values:
+        return values, False
+    if not request.body.strip():
+        raise bad_request("give the value as ?v=... or as the request body", "MissingParameter")
+    try:
+        return json_body(request), True
+    except ApiError:
+        return [request.body.decode("utf-8", "replace")], False
+
+
+async def write_value(request: Request, host: str, port: str, domain: str, family: str,
+                      member: str, attr: str) -> HTTPResponse:
+    """``PUT .../attributes/{attr}/value``: one device write; the answer is the value read
+    back (``?async=true``: 204, nothing read back)."""
+    tango, key, device = target.device(request, host, port, domain, family, member)
+    raw, from_json = _value_sent(request)
+    outcome = await tango.write_attribute(key, device, check_name(attr, "attribute"), raw,
+                                          from_json=from_json, wait=not target.is_async(request))
+    note(request, before=outcome.before, sent=outcome.sent, after=outcome.after)
+    body = outcome.body
+    stamp = body.get("timestamp") if isinstance(body, dict) and "value" in body else None
+    return _written(request, body, stamp)
+
+
+async def write_values(request: Request, host: str, port: str, domain: str, family: str,
+                       member: str) -> HTTPResponse:
+    """``PUT .../attributes/value?a=1&b=2`` (and rc3's first ``PUT .../attributes?a=1``): every
+    attribute converted, one device write, one read back; one item per attribute."""
+    tango, key, device = target.device(request, host, port, domain, family, member)
+    values = {name: vals for name, vals in query_args(request).items()
+              if name not in target.CONTROL_PARAMETERS}
+    outcome = await tango.write_attributes(key, device, values,
+                                           wait=not target.is_async(request))
+    items = outcome.body if isinstance(outcome.body, list) else [None] * len(values)
+    for index, (name, item) in enumerate(zip(values, items, strict=True)):
+        note(request, index=index, before=_part(outcome.before, name),
+             sent=_part(outcome.sent, name), after=_part(outcome.after, name),
+             error=failure_of(item))
+    return _written(request, outcome.body)
+
+
+def _part(values: Any, name: str) -> Any:
+    return values.get(name) if isinstance(values, dict) else None
+
+
+async def write_info(request: Request, host: str, port: str, domain: str, family: str,
+                     member: str, attr: str) -> HTTPResponse:
+    """``PUT .../attributes/{attr}/info``: the AttributeInfoEx fields a user may set."""
+    tango, key, device = target.device(request, host, port, domain, family, member)
+    changes = json_body(request)
+    if not isinstance(changes, dict):
+        raise bad_request("the body must be a JSON object of attribute info fields", "BadBody")
+    outcome = await tango.set_attribute_info(key, device, check_name(attr, "attribute"), changes)
+    note(request, before=outcome.before, sent=outcome.sent, after=outcome.after)
+    return _written(request, outcome.body)
+
+
+async def write_property(request: Request, host: str, port: str, domain: str, family: str,
+                         member: str, attr: str, prop: str) -> HTTPResponse:
+    """``PUT .../attributes/{attr}/properties/{prop}?value=a&value=b``; ``DELETE`` removes it."""
+    tango, key, device = target.device(request, host, port, domain, family, member)
+    name, prop_name = check_name(attr, "attribute"), check_name(prop, "property")
+    if request.method == "DELETE":
+        outcome = await tango.delete_attribute_property(key, device, name, prop_name)
+        note(request, before=outcome.before)
+        return HTTPResponse(status=204)
+    values = query_list(request, "value")
+    if not values:
+        raise bad_request("give the property's values as ?value=a&value=b", "MissingParameter")
+    outcome = await tango.put_attribute_property(key, device, name, prop_name, values)
+    note(request, before=outcome.before, sent=outcome.sent, after=outcome.after)
+    return _written(request, outcome.body)
+
+
+def _writes(kind: str, param: str | None = None, names_from_query: bool = False,
+            audit: str = "") -> dict[str, Any]:
+    return {"action": WRITE, "targets": target.writes(kind, param, names_from_query),
+            "audit_action": audit or kind}
+
+
 ROUTES = [
     Route(ATTRS, attributes, "attributes"),
     Route(f"{ATTRS}/value", values, "attributes_value"),
@@ -189,4 +289,14 @@ ROUTES = [
     Route(f"{ATTR}/history", history, "attribute_history"),
     Route(f"{ATTR}/properties", properties, "attribute_properties"),
     Route(f"{ATTR}/properties/<prop>", property_, "attribute_property"),
+    Route(ATTRS, write_values, "attributes_put", ("PUT",),
+          **_writes("attribute", names_from_query=True)),
+    Route(f"{ATTRS}/value", write_values, "attributes_value_put", ("PUT",),
+          **_writes("attribute", names_from_query=True)),
+    Route(f"{ATTR}/value", write_value, "attribute_value_put", ("PUT",),
+          **_writes("attribute", "attr")),
+    Route(f"{ATTR}/info", write_info, "attribute_info_put", ("PUT",),
+          **_writes("attribute", "attr", audit="attribute_info")),
+    Route(f"{ATTR}/properties/<prop>", write_property, "attribute_property_put",
+          ("PUT", "DELETE"), **_writes("attribute", "attr", audit="attribute_property")),
 ]

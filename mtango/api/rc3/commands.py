@@ -1,4 +1,4 @@
-"""rc3 commands: list, one command, command history."""
+"""rc3 commands: list, one command, command history; running one (guarded and audited)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from mtango.api.common import (
 )
 from mtango.api.rc3 import target
 from mtango.api.rc3.target import DEVICE
+from mtango.security.access import WRITE
+from mtango.security.guard import note
 
 CMDS = f"{DEVICE}/commands"
 
@@ -54,8 +56,25 @@ async def history(request: Request, host: str, port: str, domain: str, family: s
     return respond_list(request, items)
 
 
+async def run(request: Request, host: str, port: str, domain: str, family: str, member: str,
+              cmd: str) -> HTTPResponse:
+    """``PUT .../commands/{cmd}``: the argin is the body (JSON, the tangojs connector's bare
+    text, or the v1 ``{host, device, name, input}``); the answer is ``{name, output}``
+    (``?async=true``: 204)."""
+    tango, key, device = target.device(request, host, port, domain, family, member)
+    wait = not target.is_async(request)
+    outcome = await tango.run_command(key, device, check_name(cmd, "command"), request.body,
+                                      request.headers.get("content-type"), wait=wait)
+    note(request, before=outcome.before, sent=outcome.sent, after=outcome.after)
+    if not wait:
+        return HTTPResponse(status=204)
+    return respond(request, outcome.body)
+
+
 ROUTES = [
     Route(CMDS, commands, "commands"),
     Route(f"{CMDS}/<cmd>", command, "command"),
     Route(f"{CMDS}/<cmd>/history", history, "command_history"),
+    Route(f"{CMDS}/<cmd>", run, "command_put", ("PUT",), action=WRITE,
+          targets=target.writes("command", "cmd"), audit_action="command"),
 ]
