@@ -226,6 +226,9 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
             worker.hub.close()
             worker.tango.close()
             await worker.epics.close()
+        audit = getattr(app.ctx, "audit", None)
+        if audit is not None:
+            audit.close()
 
     @app.on_request
     async def start_clock(request: Request) -> None:

@@ -78,7 +78,7 @@ cors_origins: "str | list[str]" = "*"
 # Who may do what (mtango/security). Safe by default: nothing is ever written unless writes are
 # "on"; with auth "basic" users (and their roles) come from users_file; reads stay anonymous unless
 # read_access is "authenticated". Every write attempt is one JSON line in audit_log (a file path;
-# empty: the standard error stream, logger "mtango.audit").
+# empty: the standard error stream).
 auth = "none"  # "none" or "basic" (HTTP Basic, and Bearer tokens of the users file)
 auth_realm = "mtango-bridge"
 users_file = ""

@@ -378,7 +378,7 @@ async def info(request: Request) -> HTTPResponse:
         "start_time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(_STARTED)),
         "jre": f"{platform.python_implementation()} {platform.python_version()}",
         "server": f"mtango-bridge {__version__}",
-        "pv_write_support": False,
+        "pv_write_support": config.writes == "on",
         "max_rate_hz": config.pvws_max_rate_hz,
         "max_pvs_per_socket": MAX_PVS,
     })

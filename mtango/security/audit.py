@@ -17,12 +17,12 @@ JSON are cut (a 1000x1000 image is not copied into the log).
 ``audit_log`` names a file: each line is appended with one ``write`` to a file opened with
 ``O_APPEND``, so the workers of a bridge (and several bridges on one file system) append whole
 lines that never interleave, and a line is on disk (in the OS) as soon as the attempt ends.
-Empty: the lines go to the standard error stream through the logger ``mtango.audit``.
+Empty: the lines go to the standard error stream, written the same way (one ``write`` each),
+whatever the logging configuration of the worker (a container's log collector keeps them).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from datetime import datetime, timezone
@@ -30,9 +30,8 @@ from typing import Any
 
 from mtango import jsonenc
 
-log = logging.getLogger("mtango.audit")
-
 MAX_VALUE_CHARS = 4096
+STDERR = 2
 
 
 def _bounded(value: Any) -> Any:
@@ -48,9 +47,9 @@ def _bounded(value: Any) -> Any:
 class AuditLog:
     def __init__(self, path: str) -> None:
         self.path = path
-        self._fd: int | None = None
-        if path:
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._own = bool(path)
+        self._fd: int | None = (os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+                                if path else STDERR)
 
     def record(self, *, user: str, auth: str, address: str, protocol: str, action: str,
                target: dict[str, Any], result: str, started: float, status: int | None = None,
@@ -75,14 +74,11 @@ class AuditLog:
             "reason": reason,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         }
-        line = jsonenc.dumps(entry)
-        if self._fd is None:
-            log.info("%s", line)
-        else:
-            os.write(self._fd, (line + "\n").encode("utf-8"))
+        if self._fd is not None:
+            os.write(self._fd, (jsonenc.dumps(entry) + "\n").encode("utf-8"))
         return entry
 
     def close(self) -> None:
-        if self._fd is not None:
+        if self._fd is not None and self._own:
             os.close(self._fd)
-            self._fd = None
+        self._fd = None
