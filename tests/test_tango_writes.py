@@ -250,6 +250,8 @@ def test_double_spectrum(run: Runner, dev: tango.DeviceProxy, raw: Any, from_jso
     ("boolean_spectrum_rw", [False, True], True, [False, True]),
     ("uchar_spectrum_rw", ["0,128,255"], False, [0, 128, 255]),
     ("long_spectrum_rw", [-1, 2, -3, 4], True, [-1, 2, -3, 4]),
+    ("long_spectrum_rw", "3,-4", True, [3, -4]),
+    ("long_spectrum_rw", 9, True, [9]),
 ])
 def test_spectra(run: Runner, dev: tango.DeviceProxy, attribute: str, raw: Any, from_json: bool,
                  expected: list[Any]) -> None:
