@@ -250,6 +250,8 @@ def test_double_spectrum(run: Runner, dev: tango.DeviceProxy, raw: Any, from_jso
     ("boolean_spectrum_rw", [False, True], True, [False, True]),
     ("uchar_spectrum_rw", ["0,128,255"], False, [0, 128, 255]),
     ("long_spectrum_rw", [-1, 2, -3, 4], True, [-1, 2, -3, 4]),
+    ("long_spectrum_rw", "3,-4", True, [3, -4]),
+    ("long_spectrum_rw", 9, True, [9]),
 ])
 def test_spectra(run: Runner, dev: tango.DeviceProxy, attribute: str, raw: Any, from_json: bool,
                  expected: list[Any]) -> None:
@@ -887,3 +889,50 @@ def test_a_discarded_cache_entry_is_built_anew_and_an_old_build_is_not_stored() 
         return [stale, fresh, await cache.get("k", build)]
 
     assert asyncio.run(scenario()) == ["old", "new", "new"]
+
+
+# -- pure conversions without a device ---------------------------------------------------------
+
+def test_property_values() -> None:
+    from mtango.tango.writes import property_values
+
+    assert property_values(["a", "b c"]) == ["a", "b c"]
+    assert property_values("alone") == ["alone"]
+    assert property_values(['["x", "y,z"]']) == ["x", "y,z"]
+    assert property_values([1, 2.5]) == ["1", "2.5"]
+    assert property_values(["[not json"]) == ["[not json"]
+    for bad in ([], ["nul\x00"], {"a": 1}, ["[]"]):
+        error = fails(lambda bad=bad: property_values(bad))
+        assert error.status == 400
+
+
+def test_dev_state_values() -> None:
+    from mtango.tango.writes import attribute_value, sent_value
+
+    info = {"name": "states", "writable": "READ_WRITE", "data_type": "DevState",
+            "data_format": "SPECTRUM", "max_dim_x": 4, "max_dim_y": 0}
+    value = attribute_value(info, ["on", "FAULT", "8"], from_json=False)
+    assert value == [tango.DevState.ON, tango.DevState.FAULT, tango.DevState.FAULT]
+    assert sent_value(info, value) == ["ON", "FAULT", "FAULT"]
+    assert fails(lambda: attribute_value(info, ["BROKEN"], from_json=False)).status == 400
+
+
+def test_enum_spectrum_is_sent_as_labels() -> None:
+    from mtango.tango.writes import attribute_value, sent_value
+
+    info = {"name": "modes", "writable": "WRITE", "data_type": "DevEnum",
+            "data_format": "SPECTRUM", "max_dim_x": 4, "max_dim_y": 0,
+            "enum_label": ["Off", "Slow", "Fast"]}
+    value = attribute_value(info, ["Fast", "0", "slow"], from_json=False)
+    assert value.dtype == np.int16 and value.tolist() == [2, 0, 1]
+    assert sent_value(info, value) == ["Fast", "Off", "Slow"]
+
+
+def test_read_with_write_names_its_set_point() -> None:
+    from mtango.tango.writes import attribute_value
+
+    info = {"name": "position", "writable": "READ_WITH_WRITE", "data_type": "DevDouble",
+            "data_format": "SCALAR", "writable_attr_name": "position_sp"}
+    error = fails(lambda: attribute_value(info, ["1"], from_json=False))
+    assert error.status == 405
+    assert "position_sp" in error.entries[0].description
