@@ -158,6 +158,10 @@ def test_every_tango_write_form_round_trips(guarded, control_system, dev) -> Non
     # A value that cannot be converted: 400, nothing written.
     bad = http("PUT", f"{base}/attributes/long_scalar/value?v=12.5", ALICE)
     assert bad.status == 400 and dev.read_attribute("long_scalar").w_value == 12
+    # A read-only attribute: 405, Allow: GET, nothing sent to the device.
+    read_only = http("PUT", f"{base}/attributes/short_scalar_ro/value?v=1", ALICE)
+    assert read_only.status == 405 and read_only.headers["allow"] == "GET"
+    assert read_only.json()["errors"][0]["reason"] == "API_AttrNotWritable"
     # async: 204 at once.
     assert http("PUT", f"{base}/attributes/long_scalar/value?v=13&async=true", ALICE
                 ).status == 204
@@ -195,6 +199,22 @@ def test_every_tango_write_form_round_trips(guarded, control_system, dev) -> Non
     assert info.status == 200 and info.json()["label"] == "Route label", info.body
     assert dev.get_attribute_config("long_scalar").label == "Route label"
     http("PUT", f"{base}/attributes/long_scalar/info", ALICE, body={"label": "long_scalar"})
+
+
+def test_reads_from_events_never_answer_from_before_a_write(guarded, control_system, dev) -> None:
+    """The bridge polls long_scalar (no Tango events) for a stream; right after a write, a read
+    that accepts events (?max_age=) must answer the written value, not the last poll's."""
+    from tests.sse import SseStream
+
+    attribute = f"{control_system.tango_host}/{DEVICE}/long_scalar_rww"
+    base = device_url(guarded, control_system) + "/attributes/long_scalar_rww/value"
+    with SseStream(f"{guarded.base}/live/stream?tango={attribute}") as stream:
+        poll("a first value", lambda: stream.snapshot())
+        assert http("GET", base + "?max_age=600000").headers.get("x-mtango-from-events")
+        for value in (4321, 4322, 4323):
+            assert http("PUT", f"{base}?v={value}", ALICE).status == 200
+            read = http("GET", base + "?max_age=600000")
+            assert read.json()["value"] == value, read.body
 
 
 def test_epics_and_pvws_writes(guarded, pyepics) -> None:

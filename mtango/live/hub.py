@@ -102,6 +102,7 @@ class Upstream:
         # latest value is current whatever its age.
         self.pushes_changes = False
         self.confirmed = 0.0  # monotonic time the latest value was last known to hold
+        self.written = False  # a write went to the target since its latest event
         self.events = 0
         self.last_error: dict[str, Any] | None = None
         self.created = int(time.time() * 1000)
@@ -176,11 +177,18 @@ class Hub:
         """The latest value of ``key`` if it is known to hold: its upstream is healthy and either
         pushes every change or confirmed the value within ``max_age_s``; otherwise None."""
         upstream = self._upstreams.get(key)
-        if max_age_s <= 0 or upstream is None or not upstream.healthy():
+        if max_age_s <= 0 or upstream is None or not upstream.healthy() or upstream.written:
             return None
         if upstream.pushes_changes or time.monotonic() - upstream.confirmed <= max_age_s:
             return upstream.latest
         return None
+
+    def written(self, key: Key) -> None:
+        """A write went to ``key``'s target: its latest event no longer answers reads (``current``)
+        until the next event comes (the bridge's own polling may take ``tango_poll_ms``)."""
+        upstream = self._upstreams.get(key)
+        if upstream is not None:
+            upstream.written = True
 
     def since(self, key: Key, time_ms: int) -> list[Event]:
         """Recent events of ``key`` later than ``time_ms`` (at most ~30 s back)."""
@@ -227,6 +235,7 @@ class Hub:
             return  # arrived after the upstream was dropped
         upstream.latest = event
         upstream.confirmed = event.received
+        upstream.written = False
         upstream.events += 1
         self.stats.events += 1
         event.seq = self.stats.events

@@ -102,7 +102,7 @@ def not_writable(info: dict[str, Any]) -> ApiError:
     """405 for a PUT on the value of an attribute that cannot be written.
 
     405 (Method Not Allowed), not 400: the request is well formed and the attribute exists, but
-    its value resource only supports GET (the route should answer ``Allow: GET``). It is the
+    its value resource only supports GET (``Allow: GET``, RFC 9110). It is the
     bridge's own refusal, made from the attribute's configuration before any device call, so its
     status is the same in the rc3 and rc4 modes; the reason is Tango's own (the one the device
     would give), so clients that look at reasons recognise it.
@@ -113,7 +113,7 @@ def not_writable(info: dict[str, Any]) -> ApiError:
     if writable == "READ_WITH_WRITE" and partner.lower() not in ("", "none", name.lower()):
         description += f"; its set point is written through attribute {partner}"
     return ApiError(ErrorEntry("API_AttrNotWritable", description, "ERR", "writes.attribute_value"),
-                    status=405)
+                    status=405, headers={"Allow": "GET"})
 
 
 def attribute_value(info: dict[str, Any], raw: list[str] | Any, *, from_json: bool) -> Any:

@@ -194,6 +194,13 @@ def _written(request: Request, body: Any, timestamp: int | None = None) -> HTTPR
     return respond(request, body, headers=headers)
 
 
+def _written_to(request: Request, key: str, device: str, names: list[str]) -> None:
+    """Reads from events (``?max_age=``) must not answer a value from before this write."""
+    hub: Hub = request.app.ctx.hub
+    for name in names:
+        hub.written(tango_key(key, device, name, "change"))
+
+
 def _value_sent(request: Request) -> tuple[Any, bool]:
     """The value of a one-attribute write: ``?v=`` (repeatable: a spectrum), else the body as
     JSON, else the body as text. (raw, from_json)."""
@@ -214,8 +221,11 @@ async def write_value(request: Request, host: str, port: str, domain: str, famil
     back (``?async=true``: 204, nothing read back)."""
     tango, key, device = target.device(request, host, port, domain, family, member)
     raw, from_json = _value_sent(request)
-    outcome = await tango.write_attribute(key, device, check_name(attr, "attribute"), raw,
-                                          from_json=from_json, wait=not target.is_async(request))
+    name = check_name(attr, "attribute")
+    _written_to(request, key, device, [name])
+    outcome = await tango.write_attribute(key, device, name, raw, from_json=from_json,
+                                          wait=not target.is_async(request))
+    _written_to(request, key, device, [name])  # an event that came during the write is old
     note(request, before=outcome.before, sent=outcome.sent, after=outcome.after)
     body = outcome.body
     stamp = body.get("timestamp") if isinstance(body, dict) and "value" in body else None
@@ -229,8 +239,10 @@ async def write_values(request: Request, host: str, port: str, domain: str, fami
     tango, key, device = target.device(request, host, port, domain, family, member)
     values = {name: vals for name, vals in query_args(request).items()
               if name not in target.CONTROL_PARAMETERS}
+    _written_to(request, key, device, list(values))
     outcome = await tango.write_attributes(key, device, values,
                                            wait=not target.is_async(request))
+    _written_to(request, key, device, list(values))
     items = outcome.body if isinstance(outcome.body, list) else [None] * len(values)
     for index, (name, item) in enumerate(zip(values, items, strict=True)):
         note(request, index=index, before=_part(outcome.before, name),
