@@ -12,6 +12,8 @@ app's request middleware (``check_read``), for ``read_access: authenticated``.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -48,6 +50,11 @@ Handler = Callable[..., Awaitable[Any]]
 
 def _address(request: Any) -> str:
     return str(request.remote_addr or request.ip or "")
+
+
+def _status(request: Any, error: ApiError) -> int:
+    """The HTTP status the error is answered with (a Tango failure's depends on the mode)."""
+    return error.http_status(request.app.ctx.config.error_status)
 
 
 def _result(error: ApiError) -> str:
@@ -106,17 +113,14 @@ async def authorize(request: Any, protocol: str, action: str, targets: list[Writ
         except ApiError:
             who = Principal(_claimed_user(request), (), "rejected")
         for target in targets or [WriteTarget("", "", {})]:
-            record(request, who, protocol, action, target, "refused", started, exc.status,
-                   _reason(exc))
+            record(request, who, protocol, action, target, "refused", started,
+                   _status(request, exc), _reason(exc))
         raise
     return principal
 
 
 def _claimed_user(request: Any) -> str:
     """The user name a request with wrong credentials claimed (for the audit line)."""
-    import base64
-    import binascii
-
     header = request.headers.get("authorization") or ""
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "basic":
@@ -142,7 +146,7 @@ def guarded(handler: Handler, protocol: str, action: str, targets_of: TargetsOf)
             except ApiError:
                 who = Principal(_claimed_user(request), (), "rejected")
             record(request, who, protocol, action, WriteTarget("", "", dict(params)),
-                   "refused", started, exc.status, _reason(exc))
+                   "refused", started, _status(request, exc), _reason(exc))
             raise
         principal = await authorize(request, protocol, action, targets, started)
         request.ctx.principal = principal
@@ -158,7 +162,7 @@ def guarded(handler: Handler, protocol: str, action: str, targets_of: TargetsOf)
                     # A failure after the value went out (a put not confirmed, a read-back that
                     # failed) carries what was there and what was sent.
                     record(request, principal, protocol, action, target, _result(exc),
-                           started, exc.status, _reason(exc),
+                           started, _status(request, exc), _reason(exc),
                            before=getattr(exc, "before", None), sent=getattr(exc, "sent", None))
             raise
         except Exception as exc:
@@ -181,8 +185,8 @@ def _flush(request: Any, principal: Principal, protocol: str, action: str, start
                    before=item.before, sent=item.sent, after=item.after)
         else:
             record(request, principal, protocol, action, item.target, _result(item.error),
-                   started, item.error.status, _reason(item.error), before=item.before,
-                   sent=item.sent)
+                   started, _status(request, item.error), _reason(item.error),
+                   before=item.before, sent=item.sent)
     request.ctx.write_notes = []
 
 
@@ -196,8 +200,9 @@ async def audited_write(request: Any, protocol: str, action: str, target: WriteT
     try:
         outcome = await run()
     except ApiError as exc:
-        record(request, principal, protocol, action, target, _result(exc), started, exc.status,
-               _reason(exc), before=getattr(exc, "before", None), sent=getattr(exc, "sent", None))
+        record(request, principal, protocol, action, target, _result(exc), started,
+               _status(request, exc), _reason(exc), before=getattr(exc, "before", None),
+               sent=getattr(exc, "sent", None))
         raise
     record(request, principal, protocol, action, target, "ok", started, 200,
            before=outcome.before, sent=outcome.sent, after=outcome.after)
