@@ -79,6 +79,12 @@ def test_reads_need_a_user_when_configured(locked) -> None:
     assert http("GET", url, basic("alice", "alice-pw!")).status == 401
 
 
+def test_health_probes_need_no_user(locked) -> None:
+    assert http("GET", f"{locked.base}/health/live").status == 200
+    assert http("GET", f"{locked.base}/health/ready").status in (200, 503)
+    assert http("GET", f"{locked.base}/metrics").status == 401
+
+
 def test_preflights_need_no_user(locked) -> None:
     reply = http("OPTIONS", f"{locked.base}/tango/rest/rc3/hosts", {
         "Origin": "http://page.example", "Access-Control-Request-Method": "GET",

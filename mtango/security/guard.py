@@ -209,11 +209,16 @@ async def audited_write(request: Any, protocol: str, action: str, target: WriteT
     return outcome
 
 
+# Always open: the probes of a load balancer or Kubernetes carry no credentials.
+OPEN_PATHS = frozenset({"/health/live", "/health/ready"})
+
+
 async def check_read(request: Any) -> None:
     """The request middleware's part: a read needs a user when ``read_access: authenticated``.
-    Write routes are checked by ``guarded``; CORS preflights (OPTIONS) are never checked."""
+    Write routes are checked by ``guarded``; CORS preflights (OPTIONS) and the health probes
+    (``OPEN_PATHS``) are never checked."""
     route = request.route
-    if route is None or request.method == "OPTIONS":
+    if route is None or request.method == "OPTIONS" or request.path in OPEN_PATHS:
         return
     if dict(getattr(route.ctx, "actions", ())).get(request.method, READ) != READ:
         return
