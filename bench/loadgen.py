@@ -3,6 +3,8 @@
 Both load one URL with N keep-alive connections for a fixed duration and report the same figures:
 ``{"requests", "seconds", "rps", "p50_ms", "p90_ms", "p99_ms", "non2xx", "errors", "sample"}``
 (``sample``: the status and start of the body of the first non-2xx answer, or of an error).
+``non2xx`` also counts 2xx answers whose body lacks the spec's ``expect`` text (a GraphQL error
+answered 200, an HTML page instead of JSON).
 
 The aiohttp one runs in a process of its own (``python bench/loadgen.py SPEC_JSON``), so that it
 shares no interpreter with the suite's other threads; it counts every answer, keeps every latency
@@ -40,6 +42,7 @@ async def _aiohttp_load(spec: dict[str, Any]) -> dict[str, Any]:
     body = spec.get("body")
     data = body.encode() if body is not None else None
     headers = spec.get("headers") or {}
+    expect = spec.get("expect", "").encode()
     connections, duration = int(spec["connections"]), float(spec["duration"])
     latencies: list[float] = []
     counts = {"non2xx": 0, "errors": 0}
@@ -59,7 +62,7 @@ async def _aiohttp_load(spec: dict[str, Any]) -> dict[str, Any]:
                     async with session.request(method, url, data=data, headers=headers) as reply:
                         content = await reply.read()
                         done = time.perf_counter()
-                        if not 200 <= reply.status < 300:
+                        if not 200 <= reply.status < 300 or expect not in content:
                             counts["non2xx"] += 1
                             if not sample:
                                 sample.append(f"HTTP {reply.status}: {content[:300]!r}")
@@ -101,6 +104,24 @@ _LUA = """
 wrk.method = {method}
 {body}
 {headers}
+local expect = {expect}
+local threads = {{}}
+function setup(thread)
+  table.insert(threads, thread)
+end
+unexpected = 0
+function response(status, headers, body)
+  if status >= 200 and status < 300 and not string.find(body, expect, 1, true) then
+    unexpected = unexpected + 1
+  end
+end
+function done(summary, latency, requests)
+  local total = 0
+  for _, thread in ipairs(threads) do
+    total = total + thread:get("unexpected")
+  end
+  io.write(string.format("Unexpected bodies: %d\\n", total))
+end
 """
 
 
@@ -117,12 +138,12 @@ def _ms(text: str) -> float:
 
 def wrk_load(spec: dict[str, Any], wrk: str = "wrk") -> dict[str, Any]:
     connections, duration = int(spec["connections"]), float(spec["duration"])
-    headers = "\n".join(f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}"
+    headers = "\n".join(f"wrk.headers[ {_lua_string(k)} ] = {_lua_string(v)}"
                         for k, v in (spec.get("headers") or {}).items())
     body = spec.get("body")
     script = _LUA.format(method=_lua_string(spec.get("method", "GET")),
                          body=f"wrk.body = {_lua_string(body)}" if body is not None else "",
-                         headers=headers)
+                         headers=headers, expect=_lua_string(spec.get("expect", "")))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)
         path = handle.name
@@ -146,6 +167,10 @@ def wrk_load(spec: dict[str, Any], wrk: str = "wrk") -> dict[str, Any]:
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = sum(int(g) for g in errors_match.groups()) if errors_match else 0
     non2xx = int(non2xx_match.group(1)) if non2xx_match else 0
+    unexpected_match = re.search(r"Unexpected bodies: (\d+)", out)
+    if not unexpected_match:
+        raise RuntimeError(f"wrk: its script did not report: {out[-2000:]}")
+    non2xx += int(unexpected_match.group(1))  # a 2xx answer without the expected text
     return {
         "tool": "wrk",
         "requests": requests,
@@ -161,7 +186,8 @@ def wrk_load(spec: dict[str, Any], wrk: str = "wrk") -> dict[str, Any]:
 
 
 def load(spec: dict[str, Any], tool: str = "auto") -> dict[str, Any]:
-    """``spec``: url, connections, duration, and optionally method, body (text), headers."""
+    """``spec``: url, connections, duration, and optionally method, body (text), headers, expect
+    (a text every 2xx body must contain)."""
     wrk = shutil.which("wrk")
     if tool == "wrk" or (tool == "auto" and wrk):
         if not wrk:

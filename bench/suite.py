@@ -274,9 +274,10 @@ def case(key: str, label: str, peer: str = "",
 
 def http_load(ctx: Ctx, url: str, connections: int, pids: list[int],
               method: str = "GET", body: str | None = None,
-              headers: dict[str, str] | None = None) -> dict[str, Any]:
+              headers: dict[str, str] | None = None, expect: str = "") -> dict[str, Any]:
+    """Load ``url``; every answer must be 2xx with ``expect`` in its body."""
     spec = {"url": url, "connections": connections, "duration": ctx.args.duration,
-            "method": method, "body": body, "headers": headers or {}}
+            "method": method, "body": body, "headers": headers or {}, "expect": expect}
     cpu0, t0 = cpu_seconds(pids), time.monotonic()
     result = loadgen.load(spec, ctx.args.loadgen)
     result["server_cpu"] = (cpu_seconds(pids) - cpu0) / (time.monotonic() - t0) * 100
@@ -295,11 +296,11 @@ def check_value(reply_body: Any, what: str) -> None:
             raise BenchError(f"{what}: not a value: {json.dumps(item)[:300]}")
 
 
-def bridge_get(ctx: Ctx, url: str, connections: int) -> dict[str, Any]:
+def bridge_get(ctx: Ctx, url: str, connections: int, expect: str = '"value"') -> dict[str, Any]:
     reply = http("GET", url)
-    if reply.status != 200:
+    if reply.status != 200 or expect.encode() not in reply.body:
         raise BenchError(f"{url}: HTTP {reply.status} {reply.body[:300]!r}")
-    return http_load(ctx, url, connections, ctx.bridge_pids)
+    return http_load(ctx, url, connections, ctx.bridge_pids, expect=expect)
 
 
 def tangogql_query(names: list[str]) -> str:
@@ -316,7 +317,7 @@ def tangogql_load(ctx: Ctx, names: list[str], connections: int) -> dict[str, Any
     if len(values) != len(names) or any(v is None or v["value"] is None for v in values):
         raise BenchError(f"TangoGQL: not every value: {json.dumps(values)[:300]}")
     return http_load(ctx, peer.url, connections, descendants(peer.pid), method="POST", body=body,
-                     headers={"Content-Type": "application/json"})
+                     headers={"Content-Type": "application/json"}, expect='"value":')
 
 
 # -- cases ----------------------------------------------------------------------------------------
@@ -324,7 +325,7 @@ def tangogql_load(ctx: Ctx, names: list[str], connections: int) -> dict[str, Any
 
 @case("baseline", "baseline: GET /tango/rest, 64 conn")
 def baseline(ctx: Ctx) -> dict[str, Any]:
-    return bridge_get(ctx, ctx.bridge.base + "/tango/rest", 64)
+    return bridge_get(ctx, ctx.bridge.base + "/tango/rest", 64, expect='"rc3"')
 
 
 _DIRECT = """
@@ -389,7 +390,7 @@ def tangogql_scalar_64(ctx: Ctx) -> dict[str, Any]:
 @case("rc3_multi_64", f"rc3 {len(MULTI)}-attribute value read, 64 conn")
 def rc3_multi_64(ctx: Ctx) -> dict[str, Any]:
     url = ctx.device_url("attributes/value?" + "&".join(f"attr={a}" for a in MULTI))
-    check_value(http("GET", url).json(), "rc3 multi")
+    check_value(http("GET", url).json(), "rc3 multi")  # no failure inside the array
     return bridge_get(ctx, url, 64)
 
 
@@ -543,7 +544,7 @@ def main() -> int:
     results: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(), "loadavg_before": os.getloadavg()},
         "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                                  capture_output=True, text=True).stdout.strip(),
         "settings": {"rounds": args.rounds, "duration_s": args.duration,
@@ -616,6 +617,7 @@ def main() -> int:
         ratio = figures["rps"] / ref["rps"] if "rps" in figures and "rps" in ref else None
         results["targets"].append({"case": key, "reference": reference, "target": lowest,
                                    "label": label, "ratio": ratio})
+    results["machine"]["loadavg_after"] = os.getloadavg()
     table = report(results)
     results["table"] = table
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -627,6 +629,9 @@ def main() -> int:
           f"{tool}, {os.cpu_count()} cores (shared by the demo device server, the servers and the "
           f"load generator); peers: {peer_line}")
     print(table)
+    before, after = results["machine"]["loadavg_before"], results["machine"]["loadavg_after"]
+    print(f"load average (1 min) before the run {before[0]:.1f}, after it {after[0]:.1f}: other "
+          "work on this machine shares its cores and shows in every figure")
     print(f"medians of {args.rounds} rounds; x base = requests/s / baseline requests/s; srv CPU = "
           f"the server's processes, % of one core. JSON: {args.json}")
     for error in errors:
