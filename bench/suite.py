@@ -36,11 +36,27 @@ Cases (a registry: later cases are functions decorated with ``@case``):
 Targets (issue 12, ratios of this run): rc3 scalar >= 0.8 x direct; every read >= 5 x TangoGQL;
 rc3 cached >= 0.7 x baseline. A target not met is reported, never an error.
 
-Measured on the development machine (2 cores shared by the demo device server, the bridge, the
-peer and the load generator), ``scripts/bench.sh --rounds 2 --duration 5``, aiohttp load generator
-(no wrk):
+Measured on the development machine (2 cores, 24 GiB, shared by the demo device server, the bridge,
+the peer and the load generator; another session's tests ran during the first rounds: load average
+4.7 before, 2.0 after) at commit 8bd30e1, ``scripts/bench.sh --rounds 2 --duration 5``, wrk 4.1.0
+(Debian's package), TangoGQL 2.3.0 on uvicorn 0.54.0, one worker each:
 
-TABLE
+case                                                          req/s  x base  p50 ms  p99 ms  srv CPU
+baseline: GET /tango/rest, 64 conn                            10948    1.00    5.68   12.32     100%
+direct PyTango client, asyncio, 16 tasks                      14492    1.32    0.99    2.88        -
+rc3 double_scalar/value, 1 conn                                2129    0.19    0.43    2.15      78%
+TangoGQL double_scalar value, 1 conn                            650    0.06    1.37   29.16      94%
+rc3 double_scalar/value, 64 conn                               9608    0.88    6.47    9.80      99%
+TangoGQL double_scalar value, 64 conn                           661    0.06   97.97  182.93     101%
+rc3 10-attribute value read, 64 conn                           7391    0.68    8.27   14.22      96%
+TangoGQL 10 attributes, 64 conn                                 341    0.03  189.37  299.87      96%
+rc3 double_scalar/value?max_age=60000 (events), 64 conn        8940    0.82    6.89   43.02     100%
+targets (requests/s ratios of this run):
+  rc3 scalar, 64 conn / direct PyTango client                0.66  (target >= 0.8) NOT met
+  rc3 scalar, 1 conn / TangoGQL                              3.27  (target >= 5) NOT met
+  rc3 scalar, 64 conn / TangoGQL                            14.53  (target >= 5) met
+  rc3 10-attribute read / TangoGQL                          21.69  (target >= 5) met
+  rc3 read from events / baseline                            0.82  (target >= 0.7) met
 """
 
 from __future__ import annotations
@@ -622,7 +638,7 @@ def main() -> int:
     results["table"] = table
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1) + "\n")
-    peer_line = "; ".join(f"{name}: {p['version'] or p['error']}"
+    peer_line = "; ".join(f"{name}: {p['version'] or 'did not start (ERROR below)'}"
                           for name, p in results["peers"].items()) or "none"
     print(f"mtango-bridge benchmark suite: commit {results['commit']}, main.py --workers "
           f"{args.workers}, {args.rounds} rounds x {args.duration:g} s per case, load generator "
