@@ -1,0 +1,663 @@
+"""Benchmark suite: the bridge next to the peers users would pick instead (issue 12, first slice).
+
+Run ``scripts/bench.sh [--rounds 3] [--duration 5] [--workers 1]`` (it sets up ``.venv`` first), or
+``.venv/bin/python bench/suite.py ...``. Everything is measured in this one run, on this machine:
+
+1. The demo Tango stack starts (``sys/tg_test/1``), then the bridge as ``main.py --workers N``.
+2. Peers: TangoGQL (what Taranta uses) in a virtual environment of its own under
+   ``--cache`` (``.bench/venvs/tangogql``: ``pip install tangogql uvicorn[standard]`` from the
+   package registry the first time, reused after), run as Taranta does:
+   ``uvicorn tangogql.main:app`` with ``TANGO_HOST`` set, the same worker count as the bridge,
+   GraphQL at ``POST /db``. When it cannot be installed or started, the output and the JSON
+   say why and its cases are skipped (the run fails: a peer that does not start is an error),
+   unless ``--no-peers``.
+3. Each case is loaded by a standard HTTP load generator (``wrk`` when on PATH, otherwise one on
+   aiohttp in a process of its own: ``bench/loadgen.py``) with N keep-alive connections for
+   ``--duration`` s. The cases run in alternation for ``--rounds`` rounds; the table shows the
+   median of each figure over the rounds and each case's requests/s as a ratio to the baseline
+   measured in the same run. Server CPU is the server's process tree (main process and workers),
+   in % of one core, over the load.
+4. Results go to ``bench/results/suite.json``. The exit status is non-zero only on errors (a
+   non-2xx answer, a wrong answer, a peer that does not start), never on a figure.
+
+Cases (a registry: later cases are functions decorated with ``@case``):
+
+- ``baseline``: ``GET /tango/rest`` (the API root: a small JSON object built by the same server,
+  through the same middleware, no control system call);
+- ``direct``: PyTango reads of ``double_scalar`` from one process (asyncio green mode, 16 tasks);
+- ``rc3 scalar``: ``GET .../attributes/double_scalar/value`` (read from the device every time),
+  1 and 64 connections; the same through TangoGQL (``attributes(fullNames:) { value }``);
+- ``rc3 multi``: ``GET .../attributes/value?attr=...`` of 10 attributes, 64 connections; the same
+  through TangoGQL;
+- ``rc3 cached``: ``double_scalar/value?max_age=60000`` while an mTango subscription's event stream
+  on that attribute stays open in every worker (answers carry ``x-mtango-from-events``),
+  64 connections.
+
+Targets (issue 12, ratios of this run): rc3 scalar >= 0.8 x direct; every read >= 5 x TangoGQL;
+rc3 cached >= 0.7 x baseline. A target not met is reported, never an error.
+
+Measured on the development machine (2 cores, 24 GiB, shared by the demo device server, the bridge,
+the peer and the load generator; another session's tests ran during the first rounds: load average
+4.7 before, 2.0 after) at commit 8bd30e1, ``scripts/bench.sh --rounds 2 --duration 5``, wrk 4.1.0
+(Debian's package), TangoGQL 2.3.0 on uvicorn 0.54.0, one worker each:
+
+case                                                          req/s  x base  p50 ms  p99 ms  srv CPU
+baseline: GET /tango/rest, 64 conn                            10948    1.00    5.68   12.32     100%
+direct PyTango client, asyncio, 16 tasks                      14492    1.32    0.99    2.88        -
+rc3 double_scalar/value, 1 conn                                2129    0.19    0.43    2.15      78%
+TangoGQL double_scalar value, 1 conn                            650    0.06    1.37   29.16      94%
+rc3 double_scalar/value, 64 conn                               9608    0.88    6.47    9.80      99%
+TangoGQL double_scalar value, 64 conn                           661    0.06   97.97  182.93     101%
+rc3 10-attribute value read, 64 conn                           7391    0.68    8.27   14.22      96%
+TangoGQL 10 attributes, 64 conn                                 341    0.03  189.37  299.87      96%
+rc3 double_scalar/value?max_age=60000 (events), 64 conn        8940    0.82    6.89   43.02     100%
+targets (requests/s ratios of this run):
+  rc3 scalar, 64 conn / direct PyTango client                0.66  (target >= 0.8) NOT met
+  rc3 scalar, 1 conn / TangoGQL                              3.27  (target >= 5) NOT met
+  rc3 scalar, 64 conn / TangoGQL                            14.53  (target >= 5) met
+  rc3 10-attribute read / TangoGQL                          21.69  (target >= 5) met
+  rc3 read from events / baseline                            0.82  (target >= 0.7) met
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import loadgen  # noqa: E402
+
+from mtango.demo import DEMO_DEVICE, start_tango_demo  # noqa: E402
+from tests.bridge import MainProcess, child_env, free_port, http, poll  # noqa: E402
+
+SCALAR = "double_scalar"
+MULTI = ["double_scalar", "float_scalar", "long_scalar", "long64_scalar", "ulong_scalar",
+         "short_scalar", "ushort_scalar", "uchar_scalar", "boolean_scalar", "string_scalar"]
+DIRECT_TASKS = 16
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TANGOGQL_SPEC = ["tangogql", "uvicorn[standard]"]
+
+
+class BenchError(RuntimeError):
+    """An error that fails the run (never a figure)."""
+
+
+# -- processes ------------------------------------------------------------------------------------
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(child for child, parent in parents.items() if parent == current)
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
+def rss_mb(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as handle:
+                for line in handle:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return total
+
+
+# -- peers ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Peer:
+    name: str
+    url: str = ""
+    pid: int = 0
+    process: subprocess.Popen | None = None
+    version: str = ""
+    error: str = ""
+    log: Path | None = None
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def peer_venv(cache: Path, name: str, spec: list[str], check: str) -> Path:
+    """A virtual environment of its own for a peer, installed from the registry once, reused."""
+    venv = cache / "venvs" / name
+    python = venv / "bin" / "python"
+    stamp = venv / ".bench-installed"
+    want = " ".join(spec)
+    if python.exists() and stamp.exists() and stamp.read_text() == want:
+        if subprocess.run([str(python), "-c", check], capture_output=True).returncode == 0:
+            return venv
+    print(f"suite: installing {want} into {venv}", file=sys.stderr, flush=True)
+    if not python.exists():
+        done = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True,
+                              text=True)
+        if done.returncode:
+            raise BenchError(f"python -m venv {venv} failed: {done.stderr.strip()[-1000:]}")
+    done = subprocess.run([str(python), "-m", "pip", "install", "--quiet",
+                           "--disable-pip-version-check", *spec],
+                          capture_output=True, text=True, timeout=900)
+    if done.returncode:
+        raise BenchError(f"pip install {want} failed: {done.stderr.strip()[-1500:]}")
+    check_run = subprocess.run([str(python), "-c", check], capture_output=True, text=True)
+    if check_run.returncode:
+        raise BenchError(f"{name} installed but does not import: {check_run.stderr[-1000:]}")
+    stamp.write_text(want)
+    return venv
+
+
+def graphql(url: str, query: str, timeout: float = 20.0) -> Any:
+    reply = http("POST", url, body={"query": query}, timeout=timeout,
+                 headers={"Content-Type": "application/json"})
+    if reply.status != 200:
+        raise BenchError(f"TangoGQL answered HTTP {reply.status}: {reply.body[:300]!r}")
+    answer = reply.json()
+    if answer.get("errors"):
+        raise BenchError(f"TangoGQL answered errors: {json.dumps(answer['errors'])[:300]}")
+    return answer["data"]
+
+
+def start_tangogql(cache: Path, tango_host: str, workers: int, workdir: Path) -> Peer:
+    peer = Peer("tangogql")
+    try:
+        venv = peer_venv(cache, "tangogql", TANGOGQL_SPEC, "import tangogql.main, uvicorn")
+        python = str(venv / "bin" / "python")
+        peer.version = subprocess.run(
+            [python, "-c", "from importlib.metadata import version as v; "
+             "print('tangogql', v('tangogql'), 'uvicorn', v('uvicorn'))"],
+            capture_output=True, text=True).stdout.strip()
+        port = free_port()
+        peer.url = f"http://127.0.0.1:{port}/db"
+        peer.log = workdir / "tangogql.log"
+        args = [python, "-m", "uvicorn", "tangogql.main:app", "--host", "127.0.0.1",
+                "--port", str(port), "--no-access-log", "--log-level", "warning"]
+        if workers > 1:
+            args += ["--workers", str(workers)]
+        # Its own working directory: TangoGQL reads config.json and logging.ini from there.
+        rundir = workdir / "tangogql"
+        rundir.mkdir()
+        with open(peer.log, "wb") as out:
+            peer.process = subprocess.Popen(args, cwd=rundir, stdout=out,
+                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env=child_env(TANGO_HOST=tango_host))
+        peer.pid = peer.process.pid
+        deadline = time.monotonic() + 60
+        while True:
+            if peer.process.poll() is not None:
+                raise BenchError(f"uvicorn tangogql.main:app exited "
+                                 f"({peer.process.returncode}): {peer.log.read_text()[-1500:]}")
+            try:
+                if graphql(peer.url, "{ tangoHost }", timeout=2)["tangoHost"]:
+                    break
+            except (OSError, BenchError):
+                if time.monotonic() > deadline:
+                    raise BenchError(f"TangoGQL did not answer within 60 s: "
+                                     f"{peer.log.read_text()[-1500:]}") from None
+                time.sleep(0.2)
+    except BenchError as exc:
+        peer.error = str(exc)
+        peer.stop()
+    except Exception as exc:  # noqa: BLE001 - said in the output, not a traceback
+        peer.error = f"{type(exc).__name__}: {exc}"
+        peer.stop()
+    return peer
+
+
+# -- the context and the case registry ------------------------------------------------------------
+
+
+@dataclass
+class Ctx:
+    args: argparse.Namespace
+    bridge: MainProcess
+    host_path: str  # /tango/rest/rc3/hosts/{host}/{port}
+    tango_host: str
+    trl: str  # tango://host:port/sys/tg_test/1
+    peers: dict[str, Peer]
+    bridge_pids: list[int] = field(default_factory=list)
+
+    def device_url(self, rest: str) -> str:
+        return f"{self.bridge.base}{self.host_path}/devices/{DEMO_DEVICE}/{rest}"
+
+
+@dataclass
+class Case:
+    key: str
+    label: str
+    run: Callable[[Ctx], dict[str, Any]]
+    peer: str = ""  # the peer it needs ("" : the bridge only)
+    setup: Callable[[Ctx], None] | None = None
+
+
+CASES: list[Case] = []
+
+
+def case(key: str, label: str, peer: str = "",
+         setup: Callable[[Ctx], None] | None = None) -> Callable[[Callable], Callable]:
+    def register(function: Callable[[Ctx], dict[str, Any]]) -> Callable:
+        CASES.append(Case(key, label, function, peer, setup))
+        return function
+    return register
+
+
+def http_load(ctx: Ctx, url: str, connections: int, pids: list[int],
+              method: str = "GET", body: str | None = None,
+              headers: dict[str, str] | None = None, expect: str = "") -> dict[str, Any]:
+    """Load ``url``; every answer must be 2xx with ``expect`` in its body."""
+    spec = {"url": url, "connections": connections, "duration": ctx.args.duration,
+            "method": method, "body": body, "headers": headers or {}, "expect": expect}
+    cpu0, t0 = cpu_seconds(pids), time.monotonic()
+    result = loadgen.load(spec, ctx.args.loadgen)
+    result["server_cpu"] = (cpu_seconds(pids) - cpu0) / (time.monotonic() - t0) * 100
+    result["server_rss_mb"] = rss_mb(pids)
+    result["connections"] = connections
+    if result["non2xx"] or result["errors"]:
+        raise BenchError(f"{url}: {result['non2xx']} non-2xx answers, {result['errors']} "
+                         f"errors of {result['requests']}; first: {result['sample']}")
+    return result
+
+
+def check_value(reply_body: Any, what: str) -> None:
+    items = reply_body if isinstance(reply_body, list) else [reply_body]
+    for item in items:
+        if not isinstance(item, dict) or "value" not in item or item.get("quality") == "FAILURE":
+            raise BenchError(f"{what}: not a value: {json.dumps(item)[:300]}")
+
+
+def bridge_get(ctx: Ctx, url: str, connections: int, expect: str = '"value"') -> dict[str, Any]:
+    reply = http("GET", url)
+    if reply.status != 200 or expect.encode() not in reply.body:
+        raise BenchError(f"{url}: HTTP {reply.status} {reply.body[:300]!r}")
+    return http_load(ctx, url, connections, ctx.bridge_pids, expect=expect)
+
+
+def tangogql_query(names: list[str]) -> str:
+    names_json = json.dumps(names)
+    query = f"query {{ attributes(fullNames: {names_json}) {{ name value }} }}"
+    return json.dumps({"query": query})
+
+
+def tangogql_load(ctx: Ctx, names: list[str], connections: int) -> dict[str, Any]:
+    peer = ctx.peers["tangogql"]
+    body = tangogql_query(names)
+    data = graphql(peer.url, json.loads(body)["query"])
+    values = data["attributes"]
+    if len(values) != len(names) or any(v is None or v["value"] is None for v in values):
+        raise BenchError(f"TangoGQL: not every value: {json.dumps(values)[:300]}")
+    return http_load(ctx, peer.url, connections, descendants(peer.pid), method="POST", body=body,
+                     headers={"Content-Type": "application/json"}, expect='"value":')
+
+
+# -- cases ----------------------------------------------------------------------------------------
+
+
+@case("baseline", "baseline: GET /tango/rest, 64 conn")
+def baseline(ctx: Ctx) -> dict[str, Any]:
+    return bridge_get(ctx, ctx.bridge.base + "/tango/rest", 64, expect='"rc3"')
+
+
+_DIRECT = """
+import asyncio, json, sys, time
+from tango.asyncio import DeviceProxy
+trl, attribute, tasks, duration = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+async def main():
+    proxy = await DeviceProxy(trl)
+    await proxy.read_attribute(attribute)
+    latencies = []
+    start = time.perf_counter()
+    end = start + duration
+    async def reader():
+        while True:
+            sent = time.perf_counter()
+            if sent >= end:
+                return
+            await proxy.read_attribute(attribute)
+            latencies.append((time.perf_counter() - sent) * 1000)
+    await asyncio.gather(*(reader() for _ in range(tasks)))
+    return {"latencies": latencies, "seconds": time.perf_counter() - start}
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+@case("direct", f"direct PyTango client, asyncio, {DIRECT_TASKS} tasks")
+def direct(ctx: Ctx) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", _DIRECT, ctx.trl, SCALAR, str(DIRECT_TASKS),
+         str(ctx.args.duration)],
+        env=child_env(), capture_output=True, text=True, timeout=ctx.args.duration + 120)
+    if done.returncode:
+        raise BenchError(f"direct PyTango client failed: {done.stderr[-1500:]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    lat = out["latencies"]
+    return {"tool": "pytango", "requests": len(lat), "seconds": out["seconds"],
+            "rps": len(lat) / out["seconds"], "p50_ms": loadgen.percentile(lat, 50),
+            "p90_ms": loadgen.percentile(lat, 90), "p99_ms": loadgen.percentile(lat, 99),
+            "connections": DIRECT_TASKS}
+
+
+@case("rc3_scalar_1", f"rc3 {SCALAR}/value, 1 conn")
+def rc3_scalar_1(ctx: Ctx) -> dict[str, Any]:
+    return bridge_get(ctx, ctx.device_url(f"attributes/{SCALAR}/value"), 1)
+
+
+@case("tangogql_scalar_1", f"TangoGQL {SCALAR} value, 1 conn", peer="tangogql")
+def tangogql_scalar_1(ctx: Ctx) -> dict[str, Any]:
+    return tangogql_load(ctx, [f"{DEMO_DEVICE}/{SCALAR}"], 1)
+
+
+@case("rc3_scalar_64", f"rc3 {SCALAR}/value, 64 conn")
+def rc3_scalar_64(ctx: Ctx) -> dict[str, Any]:
+    return bridge_get(ctx, ctx.device_url(f"attributes/{SCALAR}/value"), 64)
+
+
+@case("tangogql_scalar_64", f"TangoGQL {SCALAR} value, 64 conn", peer="tangogql")
+def tangogql_scalar_64(ctx: Ctx) -> dict[str, Any]:
+    return tangogql_load(ctx, [f"{DEMO_DEVICE}/{SCALAR}"], 64)
+
+
+@case("rc3_multi_64", f"rc3 {len(MULTI)}-attribute value read, 64 conn")
+def rc3_multi_64(ctx: Ctx) -> dict[str, Any]:
+    url = ctx.device_url("attributes/value?" + "&".join(f"attr={a}" for a in MULTI))
+    check_value(http("GET", url).json(), "rc3 multi")  # no failure inside the array
+    return bridge_get(ctx, url, 64)
+
+
+@case("tangogql_multi_64", f"TangoGQL {len(MULTI)} attributes, 64 conn", peer="tangogql")
+def tangogql_multi_64(ctx: Ctx) -> dict[str, Any]:
+    return tangogql_load(ctx, [f"{DEMO_DEVICE}/{a}" for a in MULTI], 64)
+
+
+class StreamDrain:
+    """An mTango subscription's event stream kept open (and read) on a socket of its own."""
+
+    def __init__(self, port: int, path: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                          "Accept: text/event-stream\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise BenchError("event stream closed before its head")
+            head += chunk
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise BenchError(f"event stream: {head[:200]!r}")
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        try:
+            while self.sock.recv(65536):
+                pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+_streams: list[StreamDrain] = []
+
+
+def live_subscription(ctx: Ctx) -> None:
+    """An event stream on ``SCALAR`` in every worker (new connections until each worker has one)."""
+    target = {"host": ctx.tango_host, "device": DEMO_DEVICE, "attribute": SCALAR,
+              "type": "change"}
+    reply = http("POST", ctx.bridge.base + "/tango/subscriptions", body=[target])
+    sub = reply.json()
+    if reply.status != 200 or sub.get("failures"):
+        raise BenchError(f"subscription refused: {reply.status} {reply.body[:300]!r}")
+    path = f"/tango/subscriptions/{sub['id']}/event-stream"
+
+    def workers_with_upstream() -> set[str]:
+        figures = ctx.bridge.get("/tango/rest/sys/subscriptions").json()
+        return {str(u.get("worker")) for u in figures["upstreams"]
+                if u.get("target", {}).get("attribute") == SCALAR and u.get("healthy")}
+
+    # Each new connection lands on a worker the kernel picks: open streams until every worker
+    # has a healthy upstream of the attribute (a few seconds for each stream's upstream).
+    covered: set[str] = set()
+    for _ in range(8 * ctx.args.workers):
+        _streams.append(StreamDrain(ctx.bridge.port, path))
+        deadline = time.monotonic() + (15 if not covered else 3)
+        while time.monotonic() < deadline:
+            grown = workers_with_upstream()
+            if len(grown) > len(covered):
+                covered = grown
+                break
+            time.sleep(0.2)
+        if len(covered) >= ctx.args.workers:
+            break
+    else:
+        raise BenchError(f"event streams on {SCALAR} reached {len(covered)} of "
+                         f"{ctx.args.workers} workers")
+    url = ctx.device_url(f"attributes/{SCALAR}/value?max_age=60000")
+
+    def from_events() -> bool:
+        return all(http("GET", url).headers.get("x-mtango-from-events") == SCALAR
+                   for _ in range(4 * ctx.args.workers))
+    try:
+        poll("reads answered from events (x-mtango-from-events)", from_events, timeout=15)
+    except AssertionError as exc:
+        raise BenchError(str(exc)) from None
+
+
+@case("rc3_cached_64", f"rc3 {SCALAR}/value?max_age=60000 (events), 64 conn",
+      setup=live_subscription)
+def rc3_cached_64(ctx: Ctx) -> dict[str, Any]:
+    return bridge_get(ctx, ctx.device_url(f"attributes/{SCALAR}/value?max_age=60000"), 64)
+
+
+# target: (case, reference case, lowest ratio of requests/s, label)
+TARGETS = [
+    ("rc3_scalar_64", "direct", 0.8, "rc3 scalar, 64 conn / direct PyTango client"),
+    ("rc3_scalar_1", "tangogql_scalar_1", 5.0, "rc3 scalar, 1 conn / TangoGQL"),
+    ("rc3_scalar_64", "tangogql_scalar_64", 5.0, "rc3 scalar, 64 conn / TangoGQL"),
+    ("rc3_multi_64", "tangogql_multi_64", 5.0, "rc3 10-attribute read / TangoGQL"),
+    ("rc3_cached_64", "baseline", 0.7, "rc3 read from events / baseline"),
+]
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+
+def median_of(rounds: list[dict[str, Any]], key: str) -> float:
+    values = [r[key] for r in rounds if key in r]
+    return statistics.median(values) if values else float("nan")
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = []
+    base = results["cases"].get("baseline", {}).get("rps", float("nan"))
+    lines.append(f"{'case':58}{'req/s':>9} {'x base':>7} {'p50 ms':>7} {'p99 ms':>7} "
+                 f"{'srv CPU':>8}")
+    for figures in results["cases"].values():
+        label = figures["label"]
+        if "skipped" in figures:
+            lines.append(f"{label:58}  skipped: {figures['skipped']}")
+            continue
+        cpu = figures.get("server_cpu")
+        lines.append(f"{label:58}{figures['rps']:9.0f} {figures['rps'] / base:7.2f} "
+                     f"{figures['p50_ms']:7.2f} {figures['p99_ms']:7.2f} "
+                     f"{(f'{cpu:.0f}%' if cpu is not None else '-'):>8}")
+    lines.append("targets (requests/s ratios of this run):")
+    for target in results["targets"]:
+        ratio = target["ratio"]
+        state = ("n/a" if ratio is None else "met" if ratio >= target["target"] else "NOT met")
+        shown = "-" if ratio is None else f"{ratio:.2f}"
+        lines.append(f"  {target['label']:56} {shown:>6}  (target >= {target['target']:g}) "
+                     f"{state}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of all cases (default 3)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per case and round")
+    parser.add_argument("--workers", type=int, default=1, help="bridge (and peer) workers")
+    parser.add_argument("--cases", default="", help="comma-separated case keys (default: all)")
+    parser.add_argument("--no-peers", action="store_true", help="skip the peers' cases")
+    parser.add_argument("--loadgen", choices=["auto", "wrk", "aiohttp"], default="auto",
+                        help="HTTP load generator (auto: wrk when on PATH, else aiohttp)")
+    parser.add_argument("--cache", type=Path, default=ROOT / ".bench",
+                        help="where peers' virtual environments live (default .bench)")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "suite.json")
+    args = parser.parse_args()
+    wanted = {c.strip() for c in args.cases.split(",") if c.strip()}
+    unknown = wanted - {c.key for c in CASES}
+    if unknown:
+        parser.error(f"unknown cases {sorted(unknown)}; known: {[c.key for c in CASES]}")
+    cases = [c for c in CASES if not wanted or c.key in wanted]
+    tool = ("wrk" if shutil.which("wrk") else "aiohttp") if args.loadgen == "auto" else args.loadgen
+
+    workdir = Path(f"/tmp/mtango-bench-suite-{time.time_ns()}")
+    workdir.mkdir()
+    errors: list[str] = []
+    results: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(), "loadavg_before": os.getloadavg()},
+        "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                 capture_output=True, text=True).stdout.strip(),
+        "settings": {"rounds": args.rounds, "duration_s": args.duration,
+                     "workers": args.workers, "loadgen": tool},
+        "peers": {}, "cases": {}, "targets": [], "errors": errors,
+    }
+    system = start_tango_demo(workdir)
+    bridge = MainProcess(["--workers", str(args.workers), "--tango-host", system.tango_host],
+                         child_env(), workdir / "bridge.log")
+    peers: dict[str, Peer] = {}
+    rounds: dict[str, list[dict[str, Any]]] = {c.key: [] for c in cases}
+    skipped: dict[str, str] = {}
+    try:
+        bridge.wait_ready()
+        ctx = Ctx(args, bridge, f"/tango/rest/rc3/hosts/{system.db_host}/{system.db_port}",
+                  system.tango_host, system.trl(DEMO_DEVICE), peers)
+        poll("bridge workers up", lambda: len(descendants(bridge.process.pid)) > args.workers,
+             timeout=30)
+        ctx.bridge_pids = descendants(bridge.process.pid)
+        if not args.no_peers and any(c.peer == "tangogql" for c in cases):
+            peer = peers["tangogql"] = start_tangogql(args.cache, system.tango_host,
+                                                      args.workers, workdir)
+            results["peers"]["tangogql"] = {"version": peer.version, "url": peer.url,
+                                            "error": peer.error}
+            if peer.error:
+                errors.append(f"TangoGQL: {peer.error}")
+                print(f"suite: TangoGQL cannot be used: {peer.error}", file=sys.stderr)
+        for c in cases:
+            if c.peer and (args.no_peers or peers[c.peer].error):
+                skipped[c.key] = ("--no-peers" if args.no_peers
+                                  else f"{c.peer} did not start (see errors)")
+        runnable = [c for c in cases if c.key not in skipped]
+        for c in runnable:
+            if c.setup:
+                c.setup(ctx)
+        warm = Ctx(argparse.Namespace(**{**vars(args), "duration": 1.0}), bridge,
+                   ctx.host_path, ctx.tango_host, ctx.trl, peers, ctx.bridge_pids)
+        for c in runnable:  # warm-up (1 s each): proxies, configurations, connections
+            c.run(warm)
+        for number in range(args.rounds):
+            for c in runnable:
+                figures = c.run(ctx)
+                rounds[c.key].append(figures)
+                print(f"suite: round {number + 1}/{args.rounds} {c.key}: "
+                      f"{figures['rps']:.0f} req/s", file=sys.stderr, flush=True)
+    except BenchError as exc:
+        errors.append(str(exc))
+    finally:
+        for stream in _streams:
+            stream.close()
+        for peer in peers.values():
+            peer.stop()
+        bridge.stop()
+        system.stop()
+
+    for c in cases:
+        entry: dict[str, Any] = {"label": c.label}
+        if c.key in skipped:
+            entry["skipped"] = skipped[c.key]
+        elif rounds[c.key]:
+            for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "server_cpu", "server_rss_mb"):
+                if key in rounds[c.key][0]:
+                    entry[key] = median_of(rounds[c.key], key)
+            entry["rounds"] = rounds[c.key]
+        else:
+            entry["skipped"] = "not measured (an error came first)"
+        results["cases"][c.key] = entry
+    for key, reference, lowest, label in TARGETS:
+        figures, ref = results["cases"].get(key, {}), results["cases"].get(reference, {})
+        ratio = figures["rps"] / ref["rps"] if "rps" in figures and "rps" in ref else None
+        results["targets"].append({"case": key, "reference": reference, "target": lowest,
+                                   "label": label, "ratio": ratio})
+    results["machine"]["loadavg_after"] = os.getloadavg()
+    table = report(results)
+    results["table"] = table
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1) + "\n")
+    peer_line = "; ".join(f"{name}: {p['version'] or 'did not start (ERROR below)'}"
+                          for name, p in results["peers"].items()) or "none"
+    print(f"mtango-bridge benchmark suite: commit {results['commit']}, main.py --workers "
+          f"{args.workers}, {args.rounds} rounds x {args.duration:g} s per case, load generator "
+          f"{tool}, {os.cpu_count()} cores (shared by the demo device server, the servers and the "
+          f"load generator); peers: {peer_line}")
+    print(table)
+    before, after = results["machine"]["loadavg_before"], results["machine"]["loadavg_after"]
+    print(f"load average (1 min) before the run {before[0]:.1f}, after it {after[0]:.1f}: other "
+          "work on this machine shares its cores and shows in every figure")
+    print(f"medians of {args.rounds} rounds; x base = requests/s / baseline requests/s; srv CPU = "
+          f"the server's processes, % of one core. JSON: {args.json}")
+    for error in errors:
+        print(f"ERROR: {error}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
