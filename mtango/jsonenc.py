@@ -72,7 +72,7 @@ _WIDENED = frozenset({np.dtype(np.float32), np.dtype(np.float16)})
 
 def _array_for_orjson(array: np.ndarray) -> Any:
     """An array orjson may write as it is, or the plain list of the reference semantics."""
-    if array.ndim == 0 or array.size == 0:
+    if array.ndim == 0 or array.size == 0 or type(array) is not np.ndarray:  # masked, 0-d, ...
         return _array_to_list(array)
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))

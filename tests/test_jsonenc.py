@@ -119,6 +119,8 @@ def _arrays() -> list[tuple[str, np.ndarray]]:
         ("0-d NaN", np.array(np.nan)),
         ("strings", np.array(["a", "b\u00e9", ""])),
         ("objects", np.array([1, "x", None, 2.5, np.nan], dtype=object)),
+        ("masked", np.ma.masked_array([1.0, 2.0, 3.0], mask=[False, True, False])),
+        ("masked NaN", np.ma.masked_array([1.0, 2.0, np.nan], mask=[False, True, False])),
     ]
     for dtype in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
                   np.uint64):
