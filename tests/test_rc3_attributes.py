@@ -31,7 +31,8 @@ ATTRIBUTES = [
     "encoded_scalar", "double_spectrum", "double_spectrum_ro", "float_spectrum", "long_spectrum",
     "long64_spectrum", "short_spectrum", "ushort_spectrum", "ulong_spectrum", "uchar_spectrum",
     "boolean_spectrum", "string_spectrum", "double_image", "long_image", "uchar_image",
-    "polled_counter", "pushed_counter", "pushed_spectrum", "State", "Status",
+    "big_spectrum", "big_nan_spectrum", "big_image", "polled_counter", "pushed_counter",
+    "pushed_spectrum", "State", "Status",
 ]
 
 INFO_KEYS = {

@@ -346,7 +346,7 @@ def json_response(
     body: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> HTTPResponse:
     return HTTPResponse(
-        jsonenc.dumps(body), status=status, headers=headers, content_type="application/json"
+        jsonenc.dumps_bytes(body), status=status, headers=headers, content_type="application/json"
     )
 
 

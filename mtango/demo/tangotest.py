@@ -58,6 +58,9 @@ POLLED_COUNTER_POLLING_MS = 100
 #: device property ``pushed_counter_period_ms`` says otherwise).
 PUSH_PERIOD = 0.1
 PUSHED_SPECTRUM_SIZE = 1000
+# Large values (bench/large_values_bench.py): a 1,000,000-element spectrum and a 1000x1000 image.
+BIG_SPECTRUM_SIZE = 1_000_000
+BIG_IMAGE_SIDE = 1000
 #: ``alarm_scalar`` is polled every second.
 ALARM_POLLING_MS = 1000
 
@@ -114,6 +117,17 @@ def _image(dtype: type) -> np.ndarray:
     rows = np.arange(_IMAGE_H).reshape(-1, 1) * 10
     cols = np.arange(_IMAGE_W).reshape(1, -1)
     return (rows + cols).astype(dtype)
+
+
+def _big_values() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The large attributes' values: full-precision doubles, the same on every Init."""
+    spectrum = np.random.default_rng(0).normal(size=BIG_SPECTRUM_SIZE)
+    with_nan = spectrum.copy()
+    with_nan[::1000] = np.nan
+    with_nan[1] = np.inf
+    with_nan[2] = -np.inf
+    image = np.random.default_rng(1).normal(size=(BIG_IMAGE_SIDE, BIG_IMAGE_SIDE))
+    return spectrum, with_nan, image
 
 
 def _memory_attr(name: str, dtype: Any, writable: bool, **kwargs: Any) -> attribute:
@@ -245,6 +259,20 @@ class DemoTangoTest(Device):
         "uchar_image", (("DevUChar",),), False, max_dim_x=IMAGE_MAX, max_dim_y=IMAGE_MAX
     )
 
+    # --- large values (read-only, computed once per Init) -------------------
+    big_spectrum = attribute(
+        dtype=("DevDouble",), access=READ, max_dim_x=BIG_SPECTRUM_SIZE,
+        doc="1,000,000 doubles (normal noise, seed 0): the large-value benchmark's spectrum.",
+    )
+    big_nan_spectrum = attribute(
+        dtype=("DevDouble",), access=READ, max_dim_x=BIG_SPECTRUM_SIZE,
+        doc="big_spectrum with every 1000th element NaN and two infinities.",
+    )
+    big_image = attribute(
+        dtype=(("DevDouble",),), access=READ, max_dim_x=BIG_IMAGE_SIDE, max_dim_y=BIG_IMAGE_SIDE,
+        doc="1000x1000 doubles (normal noise, seed 1): the large-value benchmark's image.",
+    )
+
     def init_device(self) -> None:
         """Reset every value to its default so each Init gives a known state."""
         super().init_device()
@@ -259,6 +287,7 @@ class DemoTangoTest(Device):
         self._values["double_image"] = _image(np.float64)
         self._values["long_image"] = _image(np.int32)
         self._values["uchar_image"] = _image(np.uint8)
+        self._big_spectrum, self._big_nan_spectrum, self._big_image = _big_values()
         self._seed_write_values()
         self._stop_pushing()  # Init calls delete_device first; this is only a safety net
         self._pushed = 0
@@ -354,6 +383,15 @@ class DemoTangoTest(Device):
     def read_pushed_spectrum(self) -> np.ndarray:
         """The spectrum last pushed."""
         return self._spectrum
+
+    def read_big_spectrum(self) -> np.ndarray:
+        return self._big_spectrum
+
+    def read_big_nan_spectrum(self) -> np.ndarray:
+        return self._big_nan_spectrum
+
+    def read_big_image(self) -> np.ndarray:
+        return self._big_image
 
     # --- commands ------------------------------------------------------------
     @command
