@@ -32,9 +32,27 @@ Cases (a registry: later cases are functions decorated with ``@case``):
 - ``rc3 cached``: ``double_scalar/value?max_age=60000`` while an mTango subscription's event stream
   on that attribute stays open in every worker (answers carry ``x-mtango-from-events``),
   64 connections.
+- ``rc3_write_64``, ``rc3_command_64`` (case 7, writes):
+  ``PUT .../attributes/long_scalar_w/value?v=7`` (a memory attribute nothing else reads) and
+  ``PUT .../commands/DevDouble`` with body ``3.5``, 64 connections (wrk: a Lua script sets the
+  method and body); the bridge runs with ``MTANGO_WRITES=on`` and ``MTANGO_AUDIT_LOG`` in the
+  run's directory (auth none), and the audit lines written per second over the window are
+  counted (every answered write must have its line); next to ``direct_write`` /
+  ``direct_command``: PyTango ``write_attribute`` / ``command_inout`` from one process (asyncio
+  green mode, 16 tasks).
+- ``isolation`` (case 10): ``double_scalar/value`` at 100 reads/s on one keep-alive connection,
+  first alone (unloaded p99), then while 16 clients read ``slow_scalar`` of ``test/slow/1``
+  (a ``SlowDevice`` the suite adds to the demo server: 3 s per read) (loaded p99).
+- ``memory`` (case 11): the workers' RSS (``/proc/<pid>/status`` of the pids
+  ``/tango/rest/sys/subscriptions`` names) after warm-up, then after 20,000 distinct unknown
+  attributes (``.../attributes/nonexistent_NNNNN/value``, 16 connections; their FAILURE answers are
+  expected) and 20,000 distinct unknown PVs (``POST /epics/rest/v1/pvs/value``, 1000 a request,
+  against a caproto demo IOC the suite starts, connect timeout 300 ms). Each round uses new names
+  and its ratio is to the RSS after warm-up (cumulative).
 
 Targets (issue 12, ratios of this run): rc3 scalar >= 0.8 x direct; every read >= 5 x TangoGQL;
-rc3 cached >= 0.7 x baseline. A target not met is reported, never an error.
+rc3 cached >= 0.7 x baseline; isolation loaded p99 <= 2 x unloaded p99; memory RSS after <= 1.2 x
+RSS after warm-up. A target not met is reported, never an error.
 
 Measured on the development machine (2 cores, 24 GiB, shared by the demo device server, the bridge,
 the peer and the load generator; another session's tests ran during the first rounds: load average
