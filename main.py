@@ -56,6 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     add("--epics-ca-addr-list", metavar="LIST",
         help="EPICS CA search addresses, host[:port] (env EPICS_CA_ADDR_LIST); none: EPICS off, "
         "or a demo IOC with the embedded Tango demo")
+    add("--writes", choices=("off", "on"),
+        help="let write endpoints write (default off: every write is 403; env MTANGO_WRITES)")
+    add("--auth", choices=("none", "basic"),
+        help="none (default), or basic: users of --users-file log in (HTTP Basic or Bearer "
+        "tokens; env MTANGO_AUTH)")
+    add("--users-file", metavar="FILE",
+        help="YAML file of users, password hashes, token digests and roles (env "
+        "MTANGO_USERS_FILE)")
+    add("--read-access", choices=("anonymous", "authenticated"),
+        help="who may read (default anonymous; env MTANGO_READ_ACCESS)")
+    add("--audit-log", metavar="FILE",
+        help="file every write attempt is appended to as a JSON line (default: standard error; "
+        "env MTANGO_AUDIT_LOG)")
     add("--debug", action="store_true", default=None, help="Sanic debug mode and verbose logs")
     add("--version", action="version", version=f"mtango-bridge {__version__}")
     return parser
@@ -72,6 +85,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "error_status": args.error_status,
         "cors_origins": args.cors_origins,
         "epics_ca_addr_list": args.epics_ca_addr_list,
+        "writes": args.writes,
+        "auth": args.auth,
+        "users_file": args.users_file,
+        "read_access": args.read_access,
+        "audit_log": args.audit_log,
         "debug": args.debug,
     }
     return load_config(args.config, overrides={k: v for k, v in overrides.items() if v is not None})

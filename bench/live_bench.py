@@ -240,13 +240,24 @@ def run_clients(mode: str, port: int, path: str, clients: int, procs: int, windo
         process.start()
         pipes.append(parent)
         processes.append(process)
+    results, start, end = collect_window(mode, pipes, "connected", 120, window, on_window)
+    for process in processes:
+        process.join(10)
+    return results, start, end
+
+
+def collect_window(what: str, pipes: list[Any], ready_word: str, ready_timeout: float,
+                   window: float, on_window: Any) -> tuple[list[dict[str, Any]], float, float]:
+    """Wait until every client process says ``ready_word``, open the measuring window (1 s
+    ahead: connections settle, first messages out of the way), run ``on_window(start, end)``
+    here meanwhile, and collect each process's result. Returns (results, start, end)."""
     for pipe in pipes:
-        if not pipe.poll(120):
-            raise RuntimeError(f"{mode} clients did not connect within 120 s")
+        if not pipe.poll(ready_timeout):
+            raise RuntimeError(f"{what}: client process not ready within {ready_timeout} s")
         ready = pipe.recv()
-        if ready != "connected":
-            raise RuntimeError(f"{mode} client process failed: {ready}")
-    start = time.time() + 1.0  # connections settle, first messages out of the way
+        if ready != ready_word:
+            raise RuntimeError(f"{what}: client process failed: {ready}")
+    start = time.time() + 1.0
     end = start + window
     for pipe in pipes:
         pipe.send((start, end))
@@ -254,13 +265,11 @@ def run_clients(mode: str, port: int, path: str, clients: int, procs: int, windo
     results = []
     for pipe in pipes:
         if not pipe.poll(window + 60):
-            raise RuntimeError(f"{mode} client process did not report")
+            raise RuntimeError(f"{what}: client process did not report")
         result = pipe.recv()
         if "fatal" in result:
-            raise RuntimeError(f"{mode} client process failed: {result['fatal']}")
+            raise RuntimeError(f"{what}: client process failed: {result['fatal']}")
         results.append(result)
-    for process in processes:
-        process.join(10)
     return results, start, end
 
 

@@ -80,7 +80,14 @@ from websockets.http11 import Response  # noqa: E402
 from websockets.protocol import State  # noqa: E402
 from websockets.uri import parse_uri  # noqa: E402
 
-from bench.live_bench import CLK_TCK, cpu_seconds, percentile, rss_mb  # noqa: E402
+from bench.live_bench import (  # noqa: E402
+    CLK_TCK,
+    collect_window,
+    cpu_seconds,
+    percentile,
+    rss_mb,
+    worker_pid,
+)
 from mtango.demo.ioc import start_ioc  # noqa: E402
 from tests.bridge import MainProcess, child_env, poll  # noqa: E402
 
@@ -410,11 +417,6 @@ def write_calls(pid: int) -> int:
     raise RuntimeError(f"no syscw for {pid}")
 
 
-def worker_pid(bridge: MainProcess) -> int:
-    (worker,) = bridge.get("/tango/rest/sys/subscriptions").json()["workers"].values()
-    return int(worker["pid"])
-
-
 def settle(bridge: MainProcess) -> None:
     """Every client gone and every monitor dropped (after the linger)."""
     def quiet() -> bool:
@@ -474,25 +476,8 @@ def run_case(case: str, bridge: MainProcess, pid: int, ioc_pid: int, names: list
             child.close()
             pipes.append(parent)
             processes.append(process)
-        for pipe in pipes:
-            if not pipe.poll(CONNECT_TIMEOUT + READY_TIMEOUT + 30):
-                raise RuntimeError(f"{case}: client process not ready in time")
-            ready = pipe.recv()
-            if ready != "ready":
-                raise RuntimeError(f"{case}: client process failed: {ready}")
-        start = time.time() + 1.0  # connections settle, first updates out of the way
-        end = start + window
-        for pipe in pipes:
-            pipe.send((start, end))
-        sampler(start, end)
-        results = []
-        for pipe in pipes:
-            if not pipe.poll(window + 60):
-                raise RuntimeError(f"{case}: client process did not report")
-            result = pipe.recv()
-            if "fatal" in result:
-                raise RuntimeError(f"{case}: client process failed: {result['fatal']}")
-            results.append(result)
+        results, start, end = collect_window(case, pipes, "ready",
+                                             CONNECT_TIMEOUT + READY_TIMEOUT + 30, window, sampler)
     finally:
         for pipe in pipes:  # the clients may go
             try:

@@ -20,7 +20,8 @@ from tests.bridge import ROOT, MainProcess, child_env, free_port, http, poll
 
 OPTIONS = (
     "--host", "--port", "--workers", "--config", "--tango-host", "--tango-hosts", "--app-base",
-    "--error-status", "--cors-origins", "--debug", "--version", "--help",
+    "--error-status", "--cors-origins", "--writes", "--auth", "--users-file", "--read-access",
+    "--audit-log", "--debug", "--version", "--help",
 )
 
 
