@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from mtango.epics.pvws import (
     merge,
     parse_message,
 )
+from tests.bridge import poll
 
 TIMEOUT = 5.0
 _READ = object()  # Direct.update: use the DBR_CTRL answer that was read
@@ -320,14 +320,14 @@ def counter_updates(context, how_many: int) -> list[dict[str, Any]]:
     """Full updates of cp:counter (it counts every second), each with a new value."""
     direct = read(context, "cp:counter")
     updates = [direct.update()]
-    deadline = time.monotonic() + 5.0 * how_many
-    while len(updates) < how_many:
-        assert time.monotonic() < deadline, "cp:counter did not change"
-        time.sleep(0.2)
+
+    def changed() -> dict[str, Any] | None:
         direct.reread()
         body = direct.update()
-        if body["value"] != updates[-1]["value"]:
-            updates.append(body)
+        return body if body["value"] != updates[-1]["value"] else None
+
+    while len(updates) < how_many:
+        updates.append(poll("cp:counter to change", changed, timeout=5.0, interval=0.2))
     return updates
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes, urlencode
@@ -50,8 +51,8 @@ class Route:
 def make_blueprint(name: str, url_prefix: str, routes: Iterable[Route]) -> Blueprint:
     """A blueprint of ``routes``. Routes of one URL (GET and PUT of a value) become one Sanic
     route that dispatches on the method, so that another method's 405 lists them all in its
-    ``Allow`` header (RFC 9110). Write routes are wrapped by ``guarded``; each route's action per
-    method is in ``route.ctx.actions`` (pairs: Sanic wants it hashable) for the read check."""
+    ``Allow`` header (RFC 9110). Write routes are wrapped by ``guarded``; the methods that write
+    are ``route.ctx.writes``, which the read check leaves to them."""
     bp = Blueprint(name, url_prefix=url_prefix, strict_slashes=False)
     by_uri: dict[str, list[Route]] = {}
     for route in routes:
@@ -71,8 +72,9 @@ def make_blueprint(name: str, url_prefix: str, routes: Iterable[Route]) -> Bluep
             handler = handlers[group[0].methods[0]]
         else:
             handler = _dispatcher(handlers)
+        writes = frozenset(m for m, action in actions.items() if action == WRITE)
         bp.add_route(handler, uri, methods=list(handlers), name=group[0].name, unquote=True,
-                     ctx_actions=tuple(actions.items()))
+                     ctx_writes=writes)
     return bp
 
 
@@ -364,3 +366,18 @@ async def event_stream_response(request: Request) -> Any:
         content_type="text/event-stream; charset=utf-8",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+@contextmanager
+def open_client(request: Request, client: Any) -> Iterator[None]:
+    """Count ``client`` (an event stream, a pvws socket) among the worker's open clients while
+    it serves (``/sys/subscriptions``, metrics, subscription changes); when it ends, close it
+    (it stops listening to the hub) and let the worker collect what closed clients leave."""
+    clients: set[Any] = request.app.ctx.streams
+    clients.add(client)
+    try:
+        yield
+    finally:
+        clients.discard(client)
+        client.close()
+        request.app.ctx.worker.stream_closed()

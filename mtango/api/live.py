@@ -38,6 +38,7 @@ from mtango.api.common import (
     check_name,
     device_name,
     event_stream_response,
+    open_client,
     query_list,
     query_value,
 )
@@ -180,17 +181,11 @@ async def live_stream(request: Request) -> HTTPResponse | None:
     wanted = targets(request)
     stream = LiveStream(request, wanted)
     last = request.headers.get("last-event-id") or query_value(request, "last_event_id")
-    streams: set[Any] = request.app.ctx.streams
-    streams.add(stream)
-    try:
+    with open_client(request, stream):
         opening = stream.start(last)
         response = await event_stream_response(request)
         await stream.run(response, opening)
         await response.eof()
-    finally:
-        streams.discard(stream)
-        stream.close()
-        request.app.ctx.worker.stream_closed()
     return None
 
 

@@ -36,7 +36,7 @@ from websockets.protocol import State
 
 from mtango import __version__
 from mtango.api import sys as sys_api
-from mtango.api.common import query_value, respond
+from mtango.api.common import open_client, query_value, respond
 from mtango.epics import pvws
 from mtango.epics.convert import access_name
 from mtango.epics.events import PvUpdate, epics_key
@@ -342,8 +342,13 @@ async def pv_socket(request: Request, ws: Any) -> None:
         await ws.close(1008, "bad max_rate")
         return
     client = PvwsClient(request, interval)
-    streams: set[Any] = request.app.ctx.streams
-    streams.add(client)
+    with open_client(request, client):
+        await _serve(client, ws)
+
+
+async def _serve(client: PvwsClient, ws: Any) -> None:
+    """Read the client's frames and answer them while a task sends its updates; until either
+    side ends (a send that fails ends the socket: it is closed and forgotten)."""
     loop = asyncio.get_running_loop()
     sender = loop.create_task(client.send_forever(ws))
     receive: asyncio.Future[Any] | None = None
@@ -364,8 +369,6 @@ async def pv_socket(request: Request, ws: Any) -> None:
         sender.cancel()
         if sender.done() and not sender.cancelled() and sender.exception() is not None:
             log.info("pvws socket %s closed: %s", client.id, sender.exception())
-        streams.discard(client)
-        request.app.ctx.worker.stream_closed()
 
 
 # -- the JSON pages --------------------------------------------------------------------------------

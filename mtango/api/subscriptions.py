@@ -27,6 +27,7 @@ from mtango.api.common import (
     device_name,
     event_stream_response,
     json_body,
+    open_client,
     respond,
 )
 from mtango.errors import ApiError, ErrorEntry, FailureKind, bad_request, not_found
@@ -277,16 +278,12 @@ async def event_stream(request: Request, sub_id: str) -> HTTPResponse | None:
     sub = _existing(request, sub_id)
     store = _store(request)
     stream = EventStream(request, sub)
-    streams: set[EventStream] = request.app.ctx.streams
-    streams.add(stream)
     try:
-        response = await event_stream_response(request)
-        await stream.run(response, store)
-        await response.eof()
+        with open_client(request, stream):
+            response = await event_stream_response(request)
+            await stream.run(response, store)
+            await response.eof()
     finally:
-        streams.discard(stream)
-        stream.close()
-        request.app.ctx.worker.stream_closed()
         store.touch(sub["id"])  # its idle time starts now
     return None
 

@@ -48,6 +48,16 @@ class Principal:
 ANONYMOUS = Principal("anonymous")
 
 
+def basic_credentials(value: str) -> tuple[str, str] | None:
+    """(user, password) of the value of an ``Authorization: Basic`` header; None if malformed."""
+    try:
+        name, sep, password = base64.b64decode(value.strip(), validate=True).decode(
+            "utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (name, password) if sep else None
+
+
 class Access:
     """The access rules of one worker (built from its Config; the users file read once)."""
 
@@ -55,6 +65,8 @@ class Access:
         self.config = config
         self.realm = config.auth_realm
         self.users: Users | None = load_users(config.users_file) if config.auth == "basic" else None
+        # With auth: none a read has nothing to check (anonymous, credentials ignored).
+        self.checks_reads = self.users is not None
         self._remembered: dict[str, float] = {}
 
     # -- who ---------------------------------------------------------------------------------------
@@ -81,13 +93,10 @@ class Access:
         if scheme != "basic":
             raise self._unauthorized(f"authorization scheme {scheme!r} is not accepted "
                                      "(Basic or Bearer)")
-        try:
-            name, sep, password = base64.b64decode(value.strip(), validate=True).decode(
-                "utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            name, sep, password = "", "", ""
-        if not sep:
+        credentials = basic_credentials(value)
+        if credentials is None:
             raise self._unauthorized("malformed Basic credentials")
+        name, password = credentials
         user = self.users.users.get(name)
         if user is None or user.password is None or not await self._password_ok(
                 name, user.password, password):

@@ -12,8 +12,6 @@ app's request middleware (``check_read``), for ``read_access: authenticated``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mtango.errors import ApiError, ErrorEntry
-from mtango.security.access import ANONYMOUS, READ, WRITE, Access, Principal
+from mtango.security.access import (
+    ANONYMOUS,
+    READ,
+    WRITE,
+    Access,
+    Principal,
+    basic_credentials,
+)
 from mtango.security.audit import AuditLog
 
 
@@ -123,12 +128,9 @@ def _claimed_user(request: Any) -> str:
     """The user name a request with wrong credentials claimed (for the audit line)."""
     header = request.headers.get("authorization") or ""
     scheme, _, value = header.partition(" ")
-    if scheme.lower() == "basic":
-        try:
-            return base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(
-                ":")[0] or "?"
-        except (binascii.Error, UnicodeDecodeError):
-            return "?"
+    credentials = basic_credentials(value) if scheme.lower() == "basic" else None
+    if credentials is not None:
+        return credentials[0] or "?"
     return "?" if header else "anonymous"
 
 
@@ -217,11 +219,12 @@ async def check_read(request: Any) -> None:
     """The request middleware's part: a read needs a user when ``read_access: authenticated``.
     Write routes are checked by ``guarded``; CORS preflights (OPTIONS) and the health probes
     (``OPEN_PATHS``) are never checked."""
+    access: Access | None = getattr(request.app.ctx, "access", None)
+    if access is None or not access.checks_reads:
+        return  # auth: none: every read is anonymous, nothing to check (most requests)
     route = request.route
     if route is None or request.method == "OPTIONS" or request.path in OPEN_PATHS:
         return
-    if dict(getattr(route.ctx, "actions", ())).get(request.method, READ) != READ:
+    if request.method in getattr(route.ctx, "writes", ()):
         return
-    access: Access | None = getattr(request.app.ctx, "access", None)
-    if access is not None:
-        request.ctx.principal = await access.check(request, READ)
+    request.ctx.principal = await access.check(request, READ)
