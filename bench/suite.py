@@ -96,6 +96,7 @@ targets (ratios of this run):
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -683,6 +684,265 @@ def isolation(ctx: Ctx) -> dict[str, Any]:
             "slow_answers": len(answers), "connections": 1 + HAMMER_CLIENTS}
 
 
+# -- large values (case 6) and EPICS (case 9) -----------------------------------------------------
+
+MB = 1e6
+LARGE_SHAPES = {"big_spectrum": (1_000_000,), "big_image": (1000, 1000)}
+_large: dict[str, Any] = {}  # attribute -> the numpy array of its (checked) JSON value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"not strict JSON: {name}")
+
+
+def strict_array(body: bytes, name: str) -> Any:
+    """The value of a value object's body as a numpy array, the body parsed as strict JSON (no
+    NaN or Infinity literals) and its shape checked."""
+    import numpy as np
+
+    try:
+        value = json.loads(body, parse_constant=_reject_constant)["value"]
+        if isinstance(value, dict):  # an image: {"data": row-major flat list, "width", "height"}
+            value = np.reshape(np.asarray(value["data"], dtype=np.float64),
+                               (value["height"], value["width"]))
+        array = np.asarray(value, dtype=np.float64)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BenchError(f"{name}/value: {exc}: {body[:300]!r}") from None
+    if array.shape != LARGE_SHAPES[name]:
+        raise BenchError(f"{name}/value: shape {array.shape}, expected {LARGE_SHAPES[name]}")
+    return array
+
+
+def tobytes_mb_s(array: Any, seconds: float = 0.5) -> float:
+    """numpy's own ``tobytes()`` of ``array``, MB/s of bytes out over ``seconds`` of calls."""
+    count, size, start = 0, 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds or count < 3:
+        size += len(array.tobytes())
+        count += 1
+    return size / elapsed / MB
+
+
+def large_value(ctx: Ctx, name: str) -> dict[str, Any]:
+    """GET ``name``/value one after the other on one keep-alive connection for the duration, each
+    body read whole: MB/s of JSON received. One connection: the worker serialises one 8 MB value
+    at a time anyway (one event loop, its CPU the bound), and on 2 shared cores more client
+    connections only add queueing and a client competing for the cores; the figure is steadier."""
+    url = ctx.device_url(f"attributes/{name}/value")
+    parts = urllib.parse.urlsplit(url)
+    conn = HTTPConnection(parts.hostname, parts.port, timeout=120)
+    latencies: list[float] = []
+    received = 0
+    cpu0, t0 = cpu_seconds(ctx.bridge_pids), time.monotonic()
+    try:
+        while time.monotonic() < t0 + ctx.args.duration or not latencies:
+            sent = time.perf_counter()
+            conn.request("GET", parts.path)
+            reply = conn.getresponse()
+            body = reply.read()
+            latencies.append((time.perf_counter() - sent) * 1000)
+            if reply.status != 200:
+                raise BenchError(f"{url}: HTTP {reply.status} {body[:300]!r}")
+            received += len(body)
+            if name not in _large:  # once per case: strict JSON of the right length
+                _large[name] = strict_array(body, name)
+    except OSError as exc:
+        raise BenchError(f"{url}: {exc}") from None
+    finally:
+        conn.close()
+    seconds = time.monotonic() - t0
+    cpu = (cpu_seconds(ctx.bridge_pids) - cpu0) / seconds * 100
+    json_rate = received / seconds / MB
+    bound = tobytes_mb_s(_large[name])
+    return {"tool": "http.client", "requests": len(latencies), "seconds": seconds,
+            "rps": len(latencies) / seconds, "p50_ms": loadgen.percentile(latencies, 50),
+            "p90_ms": loadgen.percentile(latencies, 90),
+            "p99_ms": loadgen.percentile(latencies, 99), "connections": 1,
+            "server_cpu": cpu, "server_rss_mb": rss_mb(ctx.bridge_pids),
+            "body_mb": received / len(latencies) / MB, "json_mb_s": json_rate,
+            "tobytes_mb_s": bound, "tobytes_ratio": json_rate / bound}
+
+
+@case("large_spectrum", "rc3 big_spectrum/value (1,000,000 doubles), 1 conn")
+def large_spectrum(ctx: Ctx) -> dict[str, Any]:
+    return large_value(ctx, "big_spectrum")
+
+
+@case("large_image", "rc3 big_image/value (1000x1000 doubles), 1 conn")
+def large_image(ctx: Ctx) -> dict[str, Any]:
+    return large_value(ctx, "big_image")
+
+
+EPICS_PV = "bench:double"  # a caproto demo IOC PV (constant): monitored once first read
+BULK_PVS = 1000
+# Cases that need the suite's caproto demo IOC (EPICS_CA_ADDR_LIST of the suite's bridge). The
+# 1000-PV cases have an IOC (softioc) and a bridge of their own (see bulk_setup).
+EPICS_CASES = {"memory", "epics_pv_1", "epics_pv_64"}
+
+
+def epics_pv_setup(ctx: Ctx) -> None:
+    if not ctx.epics:
+        raise BenchError("the EPICS cases need the suite's caproto IOC (EPICS_CASES)")
+    reply = http("GET", f"{ctx.bridge.base}/epics/rest/v1/pvs/{EPICS_PV}/value", timeout=20)
+    if reply.status != 200:
+        raise BenchError(f"PV {EPICS_PV}: HTTP {reply.status} {reply.body[:300]!r}")
+    check_value(reply.json(), f"PV {EPICS_PV}")
+
+
+@case("epics_pv_1", f"EPICS {EPICS_PV} (monitored) pvs/.../value, 1 conn", setup=epics_pv_setup)
+def epics_pv_1(ctx: Ctx) -> dict[str, Any]:
+    return bridge_get(ctx, f"{ctx.bridge.base}/epics/rest/v1/pvs/{EPICS_PV}/value", 1)
+
+
+@case("epics_pv_64", f"EPICS {EPICS_PV} (monitored) pvs/.../value, 64 conn",
+      setup=epics_pv_setup)
+def epics_pv_64(ctx: Ctx) -> dict[str, Any]:
+    return bridge_get(ctx, f"{ctx.bridge.base}/epics/rest/v1/pvs/{EPICS_PV}/value", 64)
+
+
+@dataclass
+class Bulk:
+    """The 1000-PV cases' own softioc IOC (``BULK_PVS`` ai records ``bench:bulk:NNNN``, value N),
+    their own bridge (one worker, that IOC only; a fresh one for each cold read) and pyepics."""
+
+    ioc: Any = None
+    bridge: MainProcess | None = None
+    started: int = 0
+    python: str = ""  # pyepics' venv
+    version: str = ""
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.ioc.bulk_names())
+
+    def fresh_bridge(self, ctx: Ctx) -> MainProcess:
+        self.stop_bridge()
+        self.started += 1
+        self.bridge = MainProcess(
+            ["--workers", "1", "--tango-host", ctx.tango_host,
+             "--epics-ca-addr-list", self.ioc.address],
+            child_env(), ctx.workdir / f"bridge-epics-{self.started}.log")
+        try:
+            self.bridge.wait_ready("/epics/rest/v1")
+        except RuntimeError as exc:
+            raise BenchError(f"bridge for the 1000-PV cases: {str(exc)[-1500:]}") from None
+        return self.bridge
+
+    def stop_bridge(self) -> None:
+        if self.bridge is not None:
+            self.bridge.stop()
+            self.bridge = None
+
+    def stop(self) -> None:
+        self.stop_bridge()
+        if self.ioc is not None:
+            self.ioc.stop()
+            self.ioc = None
+
+
+_bulk = Bulk()
+BULK_SUM = float(sum(range(BULK_PVS)))
+
+
+def bulk_setup(ctx: Ctx) -> None:
+    if _bulk.ioc is None:
+        try:
+            _bulk.ioc = start_ioc("softioc", prefix="bench:", bulk=BULK_PVS, workdir=ctx.workdir)
+        except Exception as exc:  # noqa: BLE001 - an error of the run, said in its output
+            raise BenchError(f"softioc IOC with {BULK_PVS} ai records: {exc}") from None
+        atexit.register(_bulk.stop)
+    if not _bulk.python:
+        venv = peer_venv(ctx.args.cache, "pyepics", ["pyepics"], "import epics")
+        _bulk.python = str(venv / "bin" / "python")
+
+
+def post_bulk(conn: HTTPConnection, names: list[str]) -> float:
+    """One ``POST /epics/rest/v1/pvs/value`` of ``names``: seconds; every value checked."""
+    sent = time.perf_counter()
+    conn.request("POST", "/epics/rest/v1/pvs/value", json.dumps(names),
+                 {"Content-Type": "application/json"})
+    reply = conn.getresponse()
+    body = reply.read()
+    seconds = time.perf_counter() - sent
+    items = json.loads(body) if reply.status == 200 else None
+    if not isinstance(items, list) or len(items) != len(names):
+        raise BenchError(f"POST pvs/value of {len(names)} PVs: HTTP {reply.status} "
+                         f"{body[:300]!r}")
+    check_value(items, f"POST pvs/value of {len(names)} PVs")
+    if sum(float(item["value"]) for item in items) != BULK_SUM:
+        raise BenchError(f"POST pvs/value of {len(names)} PVs: wrong values {body[:300]!r}")
+    return seconds
+
+
+def pyepics(ctx: Ctx, warm_seconds: float) -> dict[str, Any]:
+    """bench/pyepics_client.py in pyepics' venv, a fresh process: its cold read, then warm ones."""
+    env = child_env(EPICS_CA_ADDR_LIST=_bulk.ioc.address, EPICS_CA_AUTO_ADDR_LIST="NO")
+    done = subprocess.run([_bulk.python, str(ROOT / "bench" / "pyepics_client.py"),
+                           str(warm_seconds)], input=json.dumps(_bulk.names), env=env,
+                          capture_output=True, text=True, timeout=warm_seconds + 120)
+    if done.returncode:
+        raise BenchError(f"pyepics caget_many failed: {done.stderr[-1500:]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    if out["missing"] or out["sum"] != BULK_SUM:
+        raise BenchError(f"pyepics caget_many: {out['missing']} PVs without a value, "
+                         f"sum {out['sum']} (expected {BULK_SUM})")
+    _bulk.version = f"pyepics {out['version']}"
+    return out
+
+
+def bulk_figures(latencies_s: list[float], seconds: float, pyepics_s: float) -> dict[str, Any]:
+    """``rps`` = 1000-PV reads per second (1000 / ms of one read: for the table)."""
+    ms = [t * 1000 for t in latencies_s]
+    median = statistics.median(ms)
+    return {"tool": "http.client", "requests": len(ms), "seconds": seconds,
+            "rps": 1000 / median, "p50_ms": median, "p90_ms": loadgen.percentile(ms, 90),
+            "p99_ms": loadgen.percentile(ms, 99), "connections": 1, "pvs": BULK_PVS,
+            "ms": median, "pyepics_ms": pyepics_s * 1000, "pyepics_ratio": median / 1000 /
+            pyepics_s, "pyepics": _bulk.version}
+
+
+@case("epics_1000_cold", f"EPICS {BULK_PVS} PVs, one POST, cold (fresh bridge)",
+      setup=bulk_setup)
+def epics_1000_cold(ctx: Ctx) -> dict[str, Any]:
+    """The first request of a freshly started bridge (search, circuit, channels, reads), next to
+    pyepics ``caget_many`` in a fresh process; one of each a round."""
+    bridge = _bulk.fresh_bridge(ctx)
+    conn = HTTPConnection("127.0.0.1", bridge.port, timeout=60)
+    try:
+        cold = post_bulk(conn, _bulk.names)
+    finally:
+        conn.close()
+    return bulk_figures([cold], cold, pyepics(ctx, 0)["cold_s"])
+
+
+@case("epics_1000_warm", f"EPICS {BULK_PVS} PVs, one POST, warm (monitored)",
+      setup=bulk_setup)
+def epics_1000_warm(ctx: Ctx) -> dict[str, Any]:
+    """POSTs of the 1000 PVs one after the other for the duration once all are monitored (the
+    median read), next to pyepics' ``caget_many`` calls after its first, for the duration."""
+    bridge = _bulk.bridge or _bulk.fresh_bridge(ctx)
+    conn = HTTPConnection("127.0.0.1", bridge.port, timeout=60)
+    try:
+        post_bulk(conn, _bulk.names)
+
+        def monitored() -> bool:
+            conn.request("GET", "/epics/rest/v1/health")
+            health = json.loads(conn.getresponse().read())
+            return int(health["channels"]["monitored"]) >= BULK_PVS
+        try:
+            poll(f"{BULK_PVS} PVs monitored", monitored, timeout=30, interval=0.1)
+        except AssertionError as exc:
+            raise BenchError(str(exc)) from None
+        latencies: list[float] = []
+        t0 = time.monotonic()
+        while time.monotonic() < t0 + ctx.args.duration or not latencies:
+            latencies.append(post_bulk(conn, _bulk.names))
+        seconds = time.monotonic() - t0
+    finally:
+        conn.close()
+    peer = pyepics(ctx, ctx.args.duration)
+    return bulk_figures(latencies, seconds, statistics.median(peer["warm_s"]))
+
+
 # -- memory (case 11): worker RSS after many distinct unknown names --------------------------------
 
 MEMORY_NAMES = 20_000
@@ -797,7 +1057,8 @@ def memory(ctx: Ctx) -> dict[str, Any]:
 # target: (case, reference case, bound, label[, kind]); kind "rps" (the default): requests/s of
 # the case over those of the reference, at least the bound; "p99": the case's loaded p99 over its
 # unloaded p99 (same case), at most the bound; "rss": the case's RSS after over RSS after warm-up,
-# at most the bound.
+# at most the bound; "bound": the case's JSON MB/s over numpy tobytes() MB/s of the same array, at
+# least the bound; "ms": the case's median ms (no reference), at most the bound.
 TARGETS: list[tuple] = [
     ("rc3_scalar_64", "direct", 0.8, "rc3 scalar, 64 conn / direct PyTango client"),
     ("rc3_scalar_1", "tangogql_scalar_1", 5.0, "rc3 scalar, 1 conn / TangoGQL"),
@@ -806,7 +1067,13 @@ TARGETS: list[tuple] = [
     ("rc3_cached_64", "baseline", 0.7, "rc3 read from events / baseline"),
     ("isolation", "isolation", 2.0, "healthy p99 with slow_scalar hammered / unloaded", "p99"),
     ("memory", "memory", 1.2, "worker RSS after 20k+20k unknown names / after warm-up", "rss"),
+    ("large_spectrum", "large_spectrum", 0.25, "1M spectrum: JSON MB/s / tobytes() MB/s", "bound"),
+    ("large_image", "large_image", 0.25, "1000x1000 image: JSON MB/s / tobytes() MB/s", "bound"),
+    ("epics_pv_64", "baseline", 0.7, "EPICS monitored PV, 64 conn / baseline"),
+    ("epics_1000_cold", "epics_1000_cold", 400, "EPICS 1000 PVs cold, ms", "ms"),
+    ("epics_1000_warm", "epics_1000_warm", 40, "EPICS 1000 PVs warm, ms", "ms"),
 ]
+AT_MOST = {"p99", "rss", "ms"}  # target kinds met at or below the bound
 
 
 def target_ratio(kind: str, figures: dict[str, Any], ref: dict[str, Any]) -> float | None:
@@ -815,6 +1082,10 @@ def target_ratio(kind: str, figures: dict[str, Any], ref: dict[str, Any]) -> flo
         return figures[keys[0]] / figures[keys[1]] if all(k in figures for k in keys) else None
     if kind == "rss":
         return figures.get("rss_ratio")
+    if kind == "bound":
+        return figures.get("tobytes_ratio")
+    if kind == "ms":
+        return figures.get("ms")
     return figures["rps"] / ref["rps"] if "rps" in figures and "rps" in ref else None
 
 
@@ -824,6 +1095,13 @@ def case_note(figures: dict[str, Any]) -> str:
         return f"audit {figures['audit_lines_per_s']:.0f} lines/s"
     if "p99_unloaded_ms" in figures:
         return f"unloaded p99 {figures['p99_unloaded_ms']:.2f} ms"
+    if "tobytes_ratio" in figures:
+        return (f"JSON {figures['json_mb_s']:.0f} MB/s ({figures['body_mb']:.1f} MB a body); "
+                f"numpy tobytes() {figures['tobytes_mb_s']:.0f} MB/s; "
+                f"ratio {figures['tobytes_ratio']:.4f}")
+    if "pyepics_ratio" in figures:
+        return (f"{figures['ms']:.1f} ms a read of {figures['pvs']} PVs; pyepics caget_many "
+                f"{figures['pyepics_ms']:.1f} ms; bridge / pyepics {figures['pyepics_ratio']:.2f}")
     if "rss_ratio" in figures:
         return (f"worker RSS {figures['rss_warm_mb']:.0f} -> "
                 f"{figures.get('rss_after_attributes_mb', 0):.0f} (attrs) -> "
@@ -858,7 +1136,7 @@ def report(results: dict[str, Any]) -> str:
             lines.append(f"  {note}")
     lines.append("targets (ratios of this run):")
     for target in results["targets"]:
-        ratio, most = target["ratio"], target["kind"] != "rps"
+        ratio, most = target["ratio"], target["kind"] in AT_MOST
         met = ratio is not None and (ratio <= target["target"] if most
                                      else ratio >= target["target"])
         state = "n/a" if ratio is None else "met" if met else "NOT met"
@@ -908,7 +1186,7 @@ def main() -> int:
     try:
         if "isolation" in keys:
             system.add_server(SLOW_SERVER, {"SlowDevice": [SLOW_DEVICE]})
-        if "memory" in keys:  # unknown PV names need EPICS: a caproto demo IOC of the run's own
+        if keys & EPICS_CASES:  # unknown PV names, monitored PVs: a caproto demo IOC of its own
             ioc = start_ioc("caproto", prefix="bench:", workdir=workdir)
             env.update(EPICS_CA_ADDR_LIST=ioc.address, MTANGO_EPICS_CONNECT_TIMEOUT_MS="300",
                        MTANGO_EPICS_DEAD_TIMEOUT=str(PV_DEAD_TIMEOUT),
@@ -975,7 +1253,9 @@ def main() -> int:
         elif rounds[c.key]:
             for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "server_cpu", "server_rss_mb",
                         "audit_lines_per_s", "p99_unloaded_ms", "rss_warm_mb", "rss_after_mb",
-                        "rss_after_attributes_mb", "rss_released_mb", "rss_ratio"):
+                        "rss_after_attributes_mb", "rss_released_mb", "rss_ratio",
+                        "body_mb", "json_mb_s", "tobytes_mb_s", "tobytes_ratio", "pvs", "ms",
+                        "pyepics_ms", "pyepics_ratio"):
                 if key in rounds[c.key][0]:
                     entry[key] = median_of(rounds[c.key], key)
             entry["rounds"] = rounds[c.key]
