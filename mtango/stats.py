@@ -106,6 +106,7 @@ class Metrics:
         self.threads = Gauge(
             "mtango_process_threads", "Threads of the worker", ["worker"],
             multiprocess_mode="liveall", registry=reg)
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.started = Gauge(
             "mtango_started_at_seconds", "When the server started (epoch seconds)", ["worker"],
             multiprocess_mode="liveall", registry=reg)
@@ -114,8 +115,16 @@ class Metrics:
     # -- recording -------------------------------------------------------------------------------
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(self.worker, endpoint, method, str(status)).inc()
-        self.latency.labels(self.worker, endpoint, str(status)).observe(seconds)
+        # The labelled children are looked up once: ``labels()`` checks and joins its labels under
+        # a lock each time, half of the 4.6 us this took per request (timeit, multiprocess mode).
+        # Bounded: endpoints are route templates, statuses and methods few.
+        children = self._request_children.get((endpoint, method, status))
+        if children is None:
+            children = self._request_children[(endpoint, method, status)] = (
+                self.requests.labels(self.worker, endpoint, method, str(status)),
+                self.latency.labels(self.worker, endpoint, str(status)))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def cache_observer(self, cache: str) -> CacheObserver:
         return CacheObserver(self, cache)

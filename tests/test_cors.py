@@ -119,3 +119,49 @@ def test_restricted_origins(restricted, host_path):
     got = http("GET", restricted.base + path, headers={"Origin": "http://allowed.example"})
     assert_allows_credentialed(got, "http://allowed.example", echoed=False)
     assert got.json()["state"] == "ON"
+
+
+@pytest.fixture(scope="module")
+def two_origins(control_system):
+    """A bridge that allows two origins: the answer depends on the request's Origin."""
+    running = InProcessBridge(Config(
+        tango_host=control_system.tango_host,
+        cors_origins=("http://a.example", "http://b.example/"))).start()
+    yield running
+    running.stop()
+
+
+def test_several_origins_are_echoed_with_vary(two_origins, host_path):
+    path = f"{host_path}/devices/{DEMO_DEVICE}/state"
+    for origin in ("http://a.example", "http://b.example"):
+        got = http("GET", two_origins.base + path, headers={"Origin": origin})
+        assert got.status == 200, got.body
+        assert_allows_credentialed(got, origin)
+    other = http("GET", two_origins.base + path, headers={"Origin": "http://c.example"})
+    assert other.status == 200 and "access-control-allow-origin" not in other.headers
+
+
+def test_preflight_of_a_method_not_allowed(bridge, device_path):
+    """A method outside the allowed ones gets no Allow-Methods: the browser refuses it."""
+    reply = http("OPTIONS", f"{bridge.base}{device_path}/state", headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "PATCH"})
+    assert reply.status == 200
+    assert "access-control-allow-methods" not in reply.headers, reply.headers
+    assert "access-control-allow-headers" not in reply.headers, reply.headers
+
+
+def test_preflight_grants_only_allowed_headers(bridge, device_path):
+    reply = http("OPTIONS", f"{bridge.base}{device_path}/state", headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "PUT",
+        "Access-Control-Request-Headers": "content-type, x-secret"})
+    assert header_list(reply, "access-control-allow-headers") == ["content-type"], reply.headers
+    assert reply.headers.get("access-control-max-age") == "600"
+    assert reply.headers.get("content-type", "").startswith("text/plain"), reply.headers
+
+
+def test_plain_options_is_answered_without_the_route(bridge, host_path):
+    """OPTIONS without a preflight's headers: an empty 200, no route run, no CORS grant."""
+    reply = http("OPTIONS", f"{bridge.base}{host_path}/devices/{SLOW_DEVICE}/attributes/"
+                 "slow_scalar/value")
+    assert reply.status == 200 and reply.body == b""
+    assert "access-control-allow-methods" not in reply.headers

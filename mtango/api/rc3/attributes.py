@@ -3,6 +3,7 @@ their writes (values, info, properties), guarded and audited by ``mtango.securit
 
 from __future__ import annotations
 
+import functools
 from email.utils import formatdate
 from typing import Any
 
@@ -60,7 +61,13 @@ def _requested(request: Request) -> list[str]:
 
 
 def _last_modified(timestamp_ms: int) -> dict[str, str]:
-    return {"Last-Modified": formatdate(timestamp_ms / 1000, usegmt=True)}
+    return {"Last-Modified": _http_date(timestamp_ms // 1000)}
+
+
+@functools.lru_cache(maxsize=64)
+def _http_date(seconds: int) -> str:
+    """HTTP dates have whole seconds: reads within one share the text (formatdate: 3 us)."""
+    return formatdate(seconds, usegmt=True)
 
 
 async def attributes(request: Request, host: str, port: str, domain: str, family: str,
