@@ -557,6 +557,91 @@ def rc3_cached_64(ctx: Ctx) -> dict[str, Any]:
     return bridge_get(ctx, ctx.device_url(f"attributes/{SCALAR}/value?max_age=60000"), 64)
 
 
+# -- events (case 8): deliveries/s and delay of one attribute pushed at 10 Hz to many clients ------
+
+EVENT_ATTRIBUTE = "pushed_counter"  # pushed by sys/tg_test/1 every 100 ms (Tango change events)
+EVENT_PV = "bench:fast"  # the suite's caproto demo IOC: a double that changes about 10 times/s
+EVENT_CLIENTS = 1000  # --event-clients
+EVENT_CLIENT = ROOT / "bench" / "suite_events_client.py"
+
+
+def event_clients(ctx: Ctx, mode: str, url: str, name: str, pids: list[int]) -> dict[str, Any]:
+    """``--event-clients`` clients of ``mode`` in a process of their own
+    (bench/suite_events_client.py); the server's CPU (``pids``) over the client's window."""
+    count = ctx.args.event_clients
+    duration = ctx.args.duration
+    client = subprocess.Popen([sys.executable, str(EVENT_CLIENT), mode, url, str(count),
+                               str(duration), name], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        line = client.stdout.readline() if client.stdout else ""  # the window, once all are in
+        if not line:
+            client.wait(30)
+            raise BenchError(f"{mode} clients of {url}: "
+                             f"{(client.stderr.read() if client.stderr else '')[-1500:]}")
+        window = json.loads(line)
+        time.sleep(max(0.0, window["start"] - time.time()))
+        cpu0, t0 = cpu_seconds(pids), time.monotonic()
+        time.sleep(max(0.0, window["end"] - time.time()))
+        server_cpu = (cpu_seconds(pids) - cpu0) / (time.monotonic() - t0) * 100
+        out, err = client.communicate(timeout=duration + 60)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    if client.returncode or not out.strip():
+        raise BenchError(f"{mode} clients of {url} failed: {err[-1500:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    if not result["deliveries"] or result["lost_count"] or result["problem_count"]:
+        raise BenchError(f"{mode} clients of {url}: {result['deliveries']} deliveries, "
+                         f"{result['lost_count']} connections lost {result['lost']}, "
+                         f"{result['problem_count']} problems {result['problems']}")
+    seconds, source = result["seconds"], result["source_hz"]  # events/s the source sent
+    return {**result, "tool": f"suite_events_client {mode}", "connections": count,
+            "requests": result["deliveries"], "rps": result["deliveries"] / seconds,
+            "server_cpu": server_cpu, "server_rss_mb": rss_mb(pids),
+            "delivered_share": result["deliveries"] / (source * seconds * count)
+            if source else 0.0}
+
+
+@case("events_sse", f"SSE subscription stream {EVENT_ATTRIBUTE}, {EVENT_CLIENTS} clients")
+def events_sse(ctx: Ctx) -> dict[str, Any]:
+    """One mTango subscription (``POST /tango/subscriptions``), each client its own
+    ``GET /tango/subscriptions/{id}/event-stream``."""
+    target = {"host": ctx.tango_host, "device": DEMO_DEVICE, "attribute": EVENT_ATTRIBUTE,
+              "type": "change"}
+    reply = http("POST", ctx.bridge.base + "/tango/subscriptions", body=[target])
+    sub = reply.json() if reply.status == 200 else {}
+    if not sub.get("id") or sub.get("failures"):
+        raise BenchError(f"subscription to {EVENT_ATTRIBUTE} refused: HTTP {reply.status} "
+                         f"{reply.body[:300]!r}")
+    try:
+        url = f"{ctx.bridge.base}/tango/subscriptions/{sub['id']}/event-stream"
+        return event_clients(ctx, "sse", url, "", ctx.bridge_pids)
+    finally:
+        http("DELETE", f"{ctx.bridge.base}/tango/subscriptions/{sub['id']}")
+
+
+@case("events_ws", f"pvws WebSocket, PV {EVENT_PV} (EPICS), {EVENT_CLIENTS} clients")
+def events_ws(ctx: Ctx) -> dict[str, Any]:
+    """The bridge's only WebSocket, pvws, watches EPICS PVs only: the IOC's ``fast`` PV."""
+    if not ctx.epics:
+        raise BenchError("events_ws needs the suite's demo IOC (not started)")
+    url = ctx.bridge.base.replace("http://", "ws://") + "/pvws/pv"
+    return event_clients(ctx, "pvws", url, EVENT_PV, ctx.bridge_pids)
+
+
+@case("tangogql_events", f"TangoGQL subscription {EVENT_ATTRIBUTE}, {EVENT_CLIENTS} clients",
+      peer="tangogql")
+def tangogql_events(ctx: Ctx) -> dict[str, Any]:
+    """``subscription { attributes(fullNames: [...]) }`` over TangoGQL's ``/socket``
+    (subprotocol ``graphql-ws``), one subscription per connection."""
+    peer = ctx.peers["tangogql"]
+    url = peer.url.replace("http://", "ws://").removesuffix("/db") + "/socket"
+    return event_clients(ctx, "tangogql", url, f"{DEMO_DEVICE}/{EVENT_ATTRIBUTE}",
+                         descendants(peer.pid))
+
+
 # -- writes (case 7): the bridge runs with MTANGO_WRITES=on and an audit log ----------------------
 
 WRITE_ATTRIBUTE = "long_scalar_w"  # a memory attribute no other case (and no test) reads
@@ -797,7 +882,8 @@ def memory(ctx: Ctx) -> dict[str, Any]:
 # target: (case, reference case, bound, label[, kind]); kind "rps" (the default): requests/s of
 # the case over those of the reference, at least the bound; "p99": the case's loaded p99 over its
 # unloaded p99 (same case), at most the bound; "rss": the case's RSS after over RSS after warm-up,
-# at most the bound.
+# at most the bound; "min": the case's own rps (no reference), at least the bound; "max_p99": the
+# case's own p99 in ms (no reference), at most the bound.
 TARGETS: list[tuple] = [
     ("rc3_scalar_64", "direct", 0.8, "rc3 scalar, 64 conn / direct PyTango client"),
     ("rc3_scalar_1", "tangogql_scalar_1", 5.0, "rc3 scalar, 1 conn / TangoGQL"),
@@ -806,6 +892,11 @@ TARGETS: list[tuple] = [
     ("rc3_cached_64", "baseline", 0.7, "rc3 read from events / baseline"),
     ("isolation", "isolation", 2.0, "healthy p99 with slow_scalar hammered / unloaded", "p99"),
     ("memory", "memory", 1.2, "worker RSS after 20k+20k unknown names / after warm-up", "rss"),
+    ("events_sse", "events_sse", 10000.0, "SSE event deliveries/s", "min"),
+    ("events_sse", "events_sse", 100.0, "SSE event delay p99, ms", "max_p99"),
+    ("events_ws", "events_ws", 100.0, "pvws (PV) event delay p99, ms", "max_p99"),
+    ("events_sse", "tangogql_events", 5.0, "SSE event deliveries/s / TangoGQL subscriptions"),
+    ("events_ws", "tangogql_events", 5.0, "pvws (PV) deliveries/s / TangoGQL subscriptions"),
 ]
 
 
@@ -815,6 +906,10 @@ def target_ratio(kind: str, figures: dict[str, Any], ref: dict[str, Any]) -> flo
         return figures[keys[0]] / figures[keys[1]] if all(k in figures for k in keys) else None
     if kind == "rss":
         return figures.get("rss_ratio")
+    if kind == "min":
+        return figures.get("rps")
+    if kind == "max_p99":
+        return figures.get("p99_ms")
     return figures["rps"] / ref["rps"] if "rps" in figures and "rps" in ref else None
 
 
@@ -829,6 +924,11 @@ def case_note(figures: dict[str, Any]) -> str:
                 f"{figures.get('rss_after_attributes_mb', 0):.0f} (attrs) -> "
                 f"{figures['rss_after_mb']:.0f} MB ({figures['rss_ratio']:.2f}x); "
                 f"{figures.get('rss_released_mb', 0):.0f} MB once the PV channels are given up")
+    if "source_hz" in figures:
+        clients = figures.get("rounds", [{}])[0].get("connections", "?")
+        return (f"{clients} clients, source {figures['source_hz']:.2f} events/s: "
+                f"{figures['delivered_share'] * 100:.1f}% of what it offered delivered; "
+                f"client process CPU {figures['client_cpu']:.0f}%")
     return ""
 
 
@@ -858,11 +958,11 @@ def report(results: dict[str, Any]) -> str:
             lines.append(f"  {note}")
     lines.append("targets (ratios of this run):")
     for target in results["targets"]:
-        ratio, most = target["ratio"], target["kind"] != "rps"
+        ratio, most = target["ratio"], target["kind"] not in ("rps", "min")
         met = ratio is not None and (ratio <= target["target"] if most
                                      else ratio >= target["target"])
         state = "n/a" if ratio is None else "met" if met else "NOT met"
-        shown = "-" if ratio is None else f"{ratio:.2f}"
+        shown = "-" if ratio is None else f"{ratio:.2f}" if ratio < 1000 else f"{ratio:.0f}"
         lines.append(f"  {target['label']:56} {shown:>6}  (target {'<=' if most else '>='} "
                      f"{target['target']:g}) {state}")
     return "\n".join(lines)
@@ -874,6 +974,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per case and round")
     parser.add_argument("--workers", type=int, default=1, help="bridge (and peer) workers")
     parser.add_argument("--cases", default="", help="comma-separated case keys (default: all)")
+    parser.add_argument("--event-clients", type=int, default=EVENT_CLIENTS,
+                        help=f"clients of the events_* cases (default {EVENT_CLIENTS})")
     parser.add_argument("--no-peers", action="store_true", help="skip the peers' cases")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "aiohttp"], default="auto",
                         help="HTTP load generator (auto: wrk when on PATH, else aiohttp)")
@@ -908,7 +1010,8 @@ def main() -> int:
     try:
         if "isolation" in keys:
             system.add_server(SLOW_SERVER, {"SlowDevice": [SLOW_DEVICE]})
-        if "memory" in keys:  # unknown PV names need EPICS: a caproto demo IOC of the run's own
+        if keys & {"memory", "events_ws"}:  # unknown PV names (memory) and the PV the pvws
+            # clients watch (events_ws) need EPICS: a caproto demo IOC of the run's own
             ioc = start_ioc("caproto", prefix="bench:", workdir=workdir)
             env.update(EPICS_CA_ADDR_LIST=ioc.address, MTANGO_EPICS_CONNECT_TIMEOUT_MS="300",
                        MTANGO_EPICS_DEAD_TIMEOUT=str(PV_DEAD_TIMEOUT),
@@ -975,7 +1078,8 @@ def main() -> int:
         elif rounds[c.key]:
             for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "server_cpu", "server_rss_mb",
                         "audit_lines_per_s", "p99_unloaded_ms", "rss_warm_mb", "rss_after_mb",
-                        "rss_after_attributes_mb", "rss_released_mb", "rss_ratio"):
+                        "rss_after_attributes_mb", "rss_released_mb", "rss_ratio",
+                        "source_hz", "delivered_share", "client_cpu"):
                 if key in rounds[c.key][0]:
                     entry[key] = median_of(rounds[c.key], key)
             entry["rounds"] = rounds[c.key]
