@@ -99,6 +99,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import statistics
@@ -565,6 +566,13 @@ EVENT_CLIENTS = 1000  # --event-clients
 EVENT_CLIENT = ROOT / "bench" / "suite_events_client.py"
 
 
+def event_setup(ctx: Ctx) -> None:
+    """The events cases' labels name the client count of this run (``--event-clients``)."""
+    for c in CASES:
+        if c.key in ("events_sse", "events_ws", "tangogql_events"):
+            c.label = re.sub(r"\d+ clients$", f"{ctx.args.event_clients} clients", c.label)
+
+
 def event_clients(ctx: Ctx, mode: str, url: str, name: str, pids: list[int]) -> dict[str, Any]:
     """``--event-clients`` clients of ``mode`` in a process of their own
     (bench/suite_events_client.py); the server's CPU (``pids``) over the client's window."""
@@ -600,11 +608,13 @@ def event_clients(ctx: Ctx, mode: str, url: str, name: str, pids: list[int]) -> 
     return {**result, "tool": f"suite_events_client {mode}", "connections": count,
             "requests": result["deliveries"], "rps": result["deliveries"] / seconds,
             "server_cpu": server_cpu, "server_rss_mb": rss_mb(pids),
+            "on_time_per_s": result["on_time"] / seconds,
             "delivered_share": result["deliveries"] / (source * seconds * count)
             if source else 0.0}
 
 
-@case("events_sse", f"SSE subscription stream {EVENT_ATTRIBUTE}, {EVENT_CLIENTS} clients")
+@case("events_sse", f"SSE subscription stream {EVENT_ATTRIBUTE}, {EVENT_CLIENTS} clients",
+      setup=event_setup)
 def events_sse(ctx: Ctx) -> dict[str, Any]:
     """One mTango subscription (``POST /tango/subscriptions``), each client its own
     ``GET /tango/subscriptions/{id}/event-stream``."""
@@ -622,7 +632,8 @@ def events_sse(ctx: Ctx) -> dict[str, Any]:
         http("DELETE", f"{ctx.bridge.base}/tango/subscriptions/{sub['id']}")
 
 
-@case("events_ws", f"pvws WebSocket, PV {EVENT_PV} (EPICS), {EVENT_CLIENTS} clients")
+@case("events_ws", f"pvws WebSocket, PV {EVENT_PV} (EPICS), {EVENT_CLIENTS} clients",
+      setup=event_setup)
 def events_ws(ctx: Ctx) -> dict[str, Any]:
     """The bridge's only WebSocket, pvws, watches EPICS PVs only: the IOC's ``fast`` PV."""
     if not ctx.epics:
@@ -632,7 +643,7 @@ def events_ws(ctx: Ctx) -> dict[str, Any]:
 
 
 @case("tangogql_events", f"TangoGQL subscription {EVENT_ATTRIBUTE}, {EVENT_CLIENTS} clients",
-      peer="tangogql")
+      peer="tangogql", setup=event_setup)
 def tangogql_events(ctx: Ctx) -> dict[str, Any]:
     """``subscription { attributes(fullNames: [...]) }`` over TangoGQL's ``/socket``
     (subprotocol ``graphql-ws``), one subscription per connection."""
@@ -925,10 +936,9 @@ def case_note(figures: dict[str, Any]) -> str:
                 f"{figures['rss_after_mb']:.0f} MB ({figures['rss_ratio']:.2f}x); "
                 f"{figures.get('rss_released_mb', 0):.0f} MB once the PV channels are given up")
     if "source_hz" in figures:
-        clients = figures.get("rounds", [{}])[0].get("connections", "?")
-        return (f"{clients} clients, source {figures['source_hz']:.2f} events/s: "
-                f"{figures['delivered_share'] * 100:.1f}% of what it offered delivered; "
-                f"client process CPU {figures['client_cpu']:.0f}%")
+        return (f"source {figures['source_hz']:.2f} events/s, {figures['delivered_share']:.0%} "
+                f"of that x clients delivered, {figures['on_time_per_s']:.0f}/s within 100 ms; "
+                f"client CPU {figures['client_cpu']:.0f}%")
     return ""
 
 
@@ -1079,7 +1089,7 @@ def main() -> int:
             for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "server_cpu", "server_rss_mb",
                         "audit_lines_per_s", "p99_unloaded_ms", "rss_warm_mb", "rss_after_mb",
                         "rss_after_attributes_mb", "rss_released_mb", "rss_ratio",
-                        "source_hz", "delivered_share", "client_cpu"):
+                        "source_hz", "delivered_share", "on_time_per_s", "client_cpu"):
                 if key in rounds[c.key][0]:
                     entry[key] = median_of(rounds[c.key], key)
             entry["rounds"] = rounds[c.key]

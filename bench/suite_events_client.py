@@ -14,8 +14,8 @@ package's sans-I/O protocol; only what the delay needs is parsed). Once every cl
 and has had its first event, the window opens 1 s later and lasts DURATION s. Two JSON lines on
 stdout: ``{"start": ..., "end": ...}`` (wall times of the window) when it is fixed, then the
 result: deliveries in the window, delay percentiles (reception wall time - the event's time
-stamp, ms), the distinct events seen and the source's rate (distinct events - 1 over the span
-of their time stamps), per-client counts and problems. Any
+stamp, ms), how many came within 100 ms, the distinct events seen and the source's rate
+(distinct events - 1 over the span of their time stamps), per-client counts and problems. Any
 failure (a client that cannot connect, a refused handshake, an error message, a connection the
 server ends) exits non-zero with the reason on stderr.
 """
@@ -23,6 +23,7 @@ server ends) exits non-zero with the reason on stderr.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import re
 import sys
@@ -41,6 +42,7 @@ from websockets.uri import parse_uri
 CONNECT_TIMEOUT = 60.0  # each client connected (handshake answered)
 READY_TIMEOUT = 120.0  # every client has had its first event
 CONNECTS_AT_ONCE = 16
+ON_TIME_MS = 100.0  # deliveries with a delay up to this count as on time
 
 
 class Window:
@@ -320,7 +322,9 @@ async def run(mode: str, url: str, count: int, duration: float, name: str) -> di
         "deliveries": len(ordered), "seconds": duration, "clients": count,
         "connect_s": connected_s,
         "p50_ms": percentile(ordered, 50), "p90_ms": percentile(ordered, 90),
-        "p99_ms": percentile(ordered, 99), "max_ms": ordered[-1] if ordered else float("nan"),
+        "p99_ms": percentile(ordered, 99),
+        "max_ms": ordered[-1] if ordered else float("nan"),
+        "on_time": bisect.bisect_right(ordered, ON_TIME_MS),
         "source_events": len(stamps), "source_hz": source_hz,
         "per_client_min": per_client[0], "per_client_max": per_client[-1],
         "lost": [c.lost for c in clients if c.lost][:3],
