@@ -655,6 +655,8 @@ def event_clients(ctx: Ctx, mode: str, url: str, name: str, pids: list[int],
         time.sleep(max(0.0, window["end"] - time.time()))
         server_cpu = (cpu_seconds(pids) - cpu0) / (time.monotonic() - t0) * 100
         out, err = client.communicate(timeout=duration + 60)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{mode} clients of {url} did not report") from None
     finally:
         if client.poll() is None:
             client.kill()
