@@ -23,6 +23,9 @@ What is used, by whom, and why (measured reasons in each function's docstring):
   (``revive``): reconnect a released PV without a blocking call;
 - ``Context.pvs``, ``.pvs_needing_circuits``, ``.pv_cache_lock`` (``known``, ``forget``,
   ``revive``): free what given-up names hold;
+- ``SharedBroadcaster.search`` with the bridge's own results queue, ``.get_cached_search_result``
+  (``search``, ``search_answered``): no caproto PV for a name until an IOC has answered it;
+  ``._search_lock``, ``.unanswered_searches`` (``cancel_searches``): give up many names at once;
 - the ``_*_thread`` attributes of ``Context`` and ``SharedBroadcaster`` and
   ``Context._activate_subscriptions`` (``context_threads``, ``restart_subscription_thread``):
   notice and repair a context whose thread died;
@@ -67,7 +70,7 @@ CLASS_NAMES: dict[Any, tuple[str, ...]] = {
     CallbackHandler: ("add_callback", "remove_callback"),
     ca_threading.Subscription: ("_subscribe",),
     ca_threading.SelectorThread: ("add_socket",),
-    SharedBroadcaster: ("send", "search_now", "cancel"),
+    SharedBroadcaster: ("send", "search_now", "cancel", "search", "get_cached_search_result"),
     Context: ("get_pvs", "reconnect", "disconnect", "_activate_subscriptions"),
     PV: ("go_idle", "subscribe", "connection_state_callback"),
 }
@@ -78,7 +81,8 @@ CONTEXT_NAMES = (
     "selector", "_process_search_results_thread", "_activate_subscriptions_thread",
 )
 BROADCASTER_NAMES = (
-    "broadcaster", "udp_sock", "selector", "_command_thread",
+    "broadcaster", "udp_sock", "selector", "_command_thread", "_search_lock",
+    "unanswered_searches",
     "_retry_unanswered_searches_thread", "_check_for_unresponsive_servers_thread",
 )
 SELECTOR_NAMES = ("_register_event", "thread")
@@ -282,6 +286,44 @@ def _deliver_error(manager: Any, response: Any) -> None:
         manager.user_callback_executor.submit(callback, response)
 
 
+def search(context: Context, names: list[str], found: Any) -> None:
+    """Search for ``names`` without making caproto PV objects for them: ``found.put((address,
+    names))`` is called on caproto's thread for those an IOC answers.
+
+    A caproto PV costs about 7 KB (six ``threading`` conditions, each with a deque), and unknown
+    names are searched for until ``epics_dead_timeout``: 20,000 of them held 150 MB of a worker,
+    and most of it stayed with the allocator after they were given up (bench/suite.py case 11).
+    The PV is made once a name is found; ``get_pvs`` then takes the address from the search
+    result cache this search filled, without another search.
+    """
+    context.broadcaster.search(found, names)
+
+
+def search_answered(context: Context, name: str) -> bool:
+    """Whether an IOC answered a search for ``name`` recently (caproto's search result cache)."""
+    try:
+        context.broadcaster.get_cached_search_result(name)
+    except KeyError:
+        return False
+    return True
+
+
+def cancel_searches(context: Context, names: Iterable[str]) -> None:
+    """Stop searching for ``names``: one pass over the unanswered searches for all of them.
+
+    ``SharedBroadcaster.cancel(*names)`` looks each search up in the tuple of names it is given:
+    giving up 20,000 names at once took it 20,000 x 20,000 comparisons, under the lock the
+    search thread needs too."""
+    gone = set(names)
+    if not gone:
+        return
+    broadcaster = context.broadcaster
+    with broadcaster._search_lock:
+        searches = broadcaster.unanswered_searches
+        for search_id in [i for i, item in searches.items() if item[0] in gone]:
+            del searches[search_id]
+
+
 def search_now(context: Context) -> None:
     """Search again for every unconnected name now, rather than at caproto's next retry."""
     context.broadcaster.search_now()
@@ -354,10 +396,9 @@ def revive(context: Context, pv: PV) -> None:
 
 
 def forget(context: Context, pv: PV) -> None:
-    """Stop searching for a PV nobody asks for; drop it from caproto's cache when it never
-    reached a circuit (so unknown names cannot pile up for the worker's lifetime: 1000 unknown
-    names a round grew the heap by 5 MB a round, measured)."""
-    context.broadcaster.cancel(pv.name)
+    """Drop a PV nobody asks for from caproto's cache when it never reached a circuit (so
+    unknown names cannot pile up for the worker's lifetime: 1000 unknown names a round grew the
+    heap by 5 MB a round, measured). Its search is cancelled by ``cancel_searches``."""
     with context.pv_cache_lock:
         waiting = context.pvs_needing_circuits.get(pv.name)
         if waiting is not None:

@@ -105,6 +105,19 @@ class PutResult:
     seconds: float = 0.0
 
 
+class _Found:
+    """Where caproto's search thread puts ``(address, names)`` answered for the pool's searches
+    (the ``results_queue`` of ``SharedBroadcaster.search``): handed to the loop."""
+
+    __slots__ = ("pool", "context")
+
+    def __init__(self, pool: ChannelPool, context: Context) -> None:
+        self.pool, self.context = pool, context
+
+    def put(self, item: tuple[Any, list[str]]) -> None:
+        self.pool.post(self.pool._names_found, self.context, list(item[1]))
+
+
 class ChannelPool:
     """All channels of one worker process, on one caproto ``Context``."""
 
@@ -407,22 +420,51 @@ class ChannelPool:
         self.attach(channels)
 
     def attach(self, channels: list[Channel]) -> None:
-        """Give channels their caproto PVs (one search for all) and connection callbacks."""
+        """Search for the channels' names (one search for all); give each its caproto PV and
+        connection callbacks once an IOC has answered its name (``compat.search``: a name
+        nobody answers holds no caproto PV)."""
         context = self.running_context()
         names = [c.name for c in channels]
         known = compat.known(context, names)
-        pvs = context.get_pvs(*names)
+        ready = [c for c in channels
+                 if c.name in known or compat.search_answered(context, c.name)]
+        if len(ready) < len(channels):
+            ready_names = {c.name for c in ready}
+            compat.search(context, [n for n in names if n not in ready_names],
+                          _Found(self, context))
+        if ready:
+            self._give_pvs(context, ready, known)
+
+    def _give_pvs(self, context: Context, channels: list[Channel], known: set[str]) -> None:
+        pvs = context.get_pvs(*[c.name for c in channels])
         for channel, pv in zip(channels, pvs, strict=True):
             channel.attach(pv)
             if channel.name in known:
                 compat.revive(context, pv)
 
-    def _release(self, channel: Channel) -> None:
-        """Give back an idle channel: cancel its monitor, clear it on the IOC or stop searching."""
+    def _names_found(self, context: Context, names: list[str]) -> None:
+        """On the loop: an IOC answered the search for ``names`` (``_Found``)."""
+        if context is not self.context:
+            return  # a search of a context replaced since: the new one searches again
+        waiting = []
+        for name in names:
+            channel = self.channels.get(name)
+            if channel is not None and channel.pv is None and not channel.released:
+                waiting.append(channel)
+        if waiting:
+            self._give_pvs(context, waiting, compat.known(context, [c.name for c in waiting]))
+
+    def _release(self, channel: Channel, unsearch: list[str]) -> None:
+        """Give back an idle channel: cancel its monitor, clear it on the IOC or stop searching
+        (its name goes to ``unsearch``: the searches of many are cancelled at once)."""
         self.channels.pop(channel.name, None)
         pv = channel.release()
         self.stats.released += 1
-        if pv is None or self.context is None:
+        if self.context is None:
+            return
+        if pv is None or not pv.connected:
+            unsearch.append(channel.name)
+        if pv is None:
             return
         if pv.connected:
             pv.go_idle()
@@ -433,11 +475,14 @@ class ChannelPool:
         """Release channels unused for ``idle_timeout`` (``dead_timeout`` when not connected)."""
         now = time.monotonic() if now is None else now
         released = 0
+        unsearch: list[str] = []
         for channel in list(self.channels.values()):
             limit = self.idle_timeout if channel.connected else self.dead_timeout
             if now - channel.last_used > limit and not channel.busy:
-                self._release(channel)
+                self._release(channel, unsearch)
                 released += 1
+        if unsearch and self.context is not None:
+            compat.cancel_searches(self.context, unsearch)
         # A released channel's caproto PV (events, locks, callbacks) is held in reference cycles
         # that have reached the oldest generation by then; with the worker's large young-GC
         # threshold (app.py) full collections are rare, and 1000 unknown names a round grew the
