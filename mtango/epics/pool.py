@@ -329,11 +329,11 @@ class ChannelPool:
             raise Disconnected(f"{name}: the put could not be sent: {exc}") from None
         if fut is None:
             return PutResult(False, "SENT")
-        channel.puts.add(fut)
+        channel.puts[fut] = None
         try:
             done, _ = await asyncio.wait([fut], timeout=max(deadline - time.monotonic(), 0.0))
         finally:
-            channel.puts.discard(fut)
+            channel.puts.pop(fut, None)
         if not done:
             fail(fut, WriteTimeout(name))  # an answer after this is dropped (caproto's deadline)
             raise WriteTimeout(
@@ -347,7 +347,7 @@ class ChannelPool:
         self.post(self._put_done, channel, fut, response)
 
     def _put_done(self, channel: Channel, fut: asyncio.Future[str], response: Any) -> None:
-        channel.puts.discard(fut)
+        channel.puts.pop(fut, None)
         if fut.done():
             return
         status = response.status
