@@ -244,3 +244,23 @@ def test_unknown_route_below_a_device(mode_bridge, device_path):
     _mode, bridge = mode_bridge
     assert_failure(bridge.get(f"{device_path}/no_such_collection"), 404)
     assert_failure(bridge.get(f"{device_path}/attributes/long_scalar/value/nope/more"), 404)
+
+
+def test_failed_requests_leave_no_cycles(bridge, device_path) -> None:
+    """A failed read's exceptions do not keep its objects in reference cycles (its futures, frames,
+    request): they are freed at once, not left to the worker's rare cycle collections."""
+    import gc
+
+    assert b"FAILURE" in bridge.get(f"{device_path}/attributes/nonexistent_cycle/value").body
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for i in range(10):
+            reply = bridge.get(f"{device_path}/attributes/nonexistent_cycle_{i}/value")
+            assert b"FAILURE" in reply.body
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage if isinstance(o, BaseException)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert not left, left
