@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import caproto as ca
 from caproto.threading.client import PV
@@ -42,6 +42,22 @@ if TYPE_CHECKING:
 CONNECTED, VALUE, DISCONNECTED = "connected", "value", "disconnected"
 # A listener: called on the event loop with the notice and, for VALUE, the reading.
 ChannelListener = Callable[[str, PvReading | None], None]
+
+
+K = TypeVar("K")
+
+
+def _added(keys: dict[K, None] | None, key: K) -> dict[K, None]:
+    if keys is None:
+        return {key: None}
+    keys[key] = None
+    return keys
+
+
+def _dropped(keys: dict[K, None] | None, key: K) -> dict[K, None] | None:
+    if keys is not None:
+        keys.pop(key, None)
+    return keys or None
 
 
 def fail(fut: asyncio.Future[Any], error: Exception) -> None:
@@ -79,12 +95,13 @@ class Channel:
         self.control: Reading | None = None
         self.last_used = time.monotonic()
         self.released = False
-        # Dicts used as ordered sets: an empty dict is 64 bytes, an empty set 216 (each unknown
-        # name searched for has a channel: 20,000 of them at a time, bench/suite.py case 11).
-        self.watchers: dict[Watch, None] = {}
         self.reads: dict[tuple[str, int | None], asyncio.Future[Reading]] = {}
-        self.puts: dict[asyncio.Future[Any], None] = {}  # puts with completion not answered yet
-        self.listeners: dict[ChannelListener, None] = {}
+        # Dicts used as ordered sets, made when first needed (``add``/``drop``): every unknown
+        # name searched for has a channel, up to 20,000 at a time (bench/suite.py case 11), and
+        # most never get a watcher, a put with completion or a listener (an empty set is 216 B).
+        self.watchers: dict[Watch, None] | None = None
+        self.puts: dict[asyncio.Future[Any], None] | None = None  # puts not confirmed yet
+        self.listeners: dict[ChannelListener, None] | None = None
         self._subscription: Any = None
         self._subscription_token: int | None = None
         self._connection_token: int | None = None
@@ -102,8 +119,26 @@ class Channel:
         return self._subscription is not None
 
     def poke(self) -> None:
-        for watch in self.watchers:
+        for watch in tuple(self.watchers or ()):
             watch.poke(self)
+
+    def add_watcher(self, watch: Watch) -> None:
+        self.watchers = _added(self.watchers, watch)
+
+    def drop_watcher(self, watch: Watch) -> None:
+        self.watchers = _dropped(self.watchers, watch)
+
+    def add_put(self, fut: asyncio.Future[Any]) -> None:
+        self.puts = _added(self.puts, fut)
+
+    def drop_put(self, fut: asyncio.Future[Any]) -> None:
+        self.puts = _dropped(self.puts, fut)
+
+    def add_listener(self, listener: ChannelListener) -> None:
+        self.listeners = _added(self.listeners, listener)
+
+    def drop_listener(self, listener: ChannelListener) -> None:
+        self.listeners = _dropped(self.listeners, listener)
 
     def element_bytes(self) -> int:
         return ELEMENT_BYTES.get(self.native_type, 8) if self.native_type is not None else 8
@@ -139,7 +174,7 @@ class Channel:
                                     self.meta.long_string, labels)
 
     def _notify(self, notice: str, answer: PvReading | None = None) -> None:
-        for listener in tuple(self.listeners):
+        for listener in tuple(self.listeners or ()):
             try:
                 listener(notice, answer)
             except Exception:
@@ -254,7 +289,7 @@ class Channel:
                 "the put; the put may or may not have been done (it is not sent again)")
             for fut in list(self.puts):
                 fail(fut, lost)
-            self.puts.clear()
+            self.puts = None
         self.poke()
         self._notify(DISCONNECTED)
 

@@ -329,11 +329,11 @@ class ChannelPool:
             raise Disconnected(f"{name}: the put could not be sent: {exc}") from None
         if fut is None:
             return PutResult(False, "SENT")
-        channel.puts[fut] = None
+        channel.add_put(fut)
         try:
             done, _ = await asyncio.wait([fut], timeout=max(deadline - time.monotonic(), 0.0))
         finally:
-            channel.puts.pop(fut, None)
+            channel.drop_put(fut)
         if not done:
             fail(fut, WriteTimeout(name))  # an answer after this is dropped (caproto's deadline)
             raise WriteTimeout(
@@ -347,7 +347,7 @@ class ChannelPool:
         self.post(self._put_done, channel, fut, response)
 
     def _put_done(self, channel: Channel, fut: asyncio.Future[str], response: Any) -> None:
-        channel.puts.pop(fut, None)
+        channel.drop_put(fut)
         if fut.done():
             return
         status = response.status
@@ -373,7 +373,7 @@ class ChannelPool:
         Raises ``TooManySearches`` when the name cannot get a channel."""
         self.open_one(name)
         channel = self.channels[name]
-        channel.listeners[listener] = None
+        channel.add_listener(listener)
         if channel.connected:
             channel.ensure_monitor()
         return channel
@@ -381,7 +381,7 @@ class ChannelPool:
     def unlisten(self, name: str, listener: ChannelListener) -> None:
         channel = self.channels.get(name)
         if channel is not None:
-            channel.listeners.pop(listener, None)
+            channel.drop_listener(listener)
             channel.last_used = time.monotonic()
 
     # -- channels --------------------------------------------------------------------------------

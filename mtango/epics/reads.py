@@ -141,7 +141,7 @@ class ReadScheduler:
         waiting = dict.fromkeys(channels)
         watch = Watch(self._loop)
         for channel in waiting:
-            channel.watchers[watch] = None
+            channel.add_watcher(watch)
         self.waiting += 1
         try:
             candidates = list(waiting)
@@ -172,7 +172,7 @@ class ReadScheduler:
         finally:
             self.waiting -= 1
             for channel in channels:
-                channel.watchers.pop(watch, None)
+                channel.drop_watcher(watch)
         for channel in waiting:
             results[channel] = self._late_error(channel)
         return results
