@@ -363,8 +363,7 @@ def query_float(request: Request, name: str) -> float | None:
     return number
 
 
-def picture_response(request: Request, content: bytes, content_type: str,
-                     timestamp: int | None) -> HTTPResponse:
+def picture_response(content: bytes, content_type: str, timestamp: int | None) -> HTTPResponse:
     """A picture: not stored by caches, ``Last-Modified`` the value's timestamp."""
     headers = dict(NO_STORE)
     if timestamp is not None:

@@ -122,7 +122,7 @@ async def pv_plot(request: Request, pv: str) -> HTTPResponse:
     body = await backend(request).full(pv, read_options(request), "json")
     content = await draw_plot(body.get("value"), body.get("name", pv),
                               str(body.get("units") or ""), fmt, width, height)
-    return picture_response(request, content, "image/svg+xml" if fmt == "svg" else "image/png",
+    return picture_response(content, "image/svg+xml" if fmt == "svg" else "image/png",
                             body.get("timestamp"))
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from email.utils import formatdate
 from typing import Any
 
 from sanic import Request
@@ -20,6 +19,7 @@ from mtango.api.common import (
     device_url,
     draw_plot,
     json_body,
+    last_modified,
     picture_format,
     picture_response,
     plot_options,
@@ -66,10 +66,6 @@ def _requested(request: Request) -> list[str]:
     if not names:
         raise bad_request("give the attributes to read as ?attr=name&attr=...", "MissingParameter")
     return [check_name(n, "attribute") for n in names]
-
-
-def _last_modified(timestamp_ms: int) -> dict[str, str]:
-    return {"Last-Modified": formatdate(timestamp_ms / 1000, usegmt=True)}
 
 
 async def attributes(request: Request, host: str, port: str, domain: str, family: str,
@@ -141,10 +137,10 @@ async def value(request: Request, host: str, port: str, domain: str, family: str
     known = _from_events(request, key, device, [name])
     if known:
         body = known[name]
-        return respond(request, body, headers={**_last_modified(body["timestamp"]),
+        return respond(request, body, headers={**last_modified(body["timestamp"]),
                                                FROM_EVENTS: name})
     body = await tango.read_attribute(key, device, name)
-    headers = _last_modified(body["timestamp"]) if "value" in body else None
+    headers = last_modified(body["timestamp"]) if "value" in body else None
     return respond(request, body, headers=headers)
 
 
@@ -158,7 +154,7 @@ async def plain_value(request: Request, host: str, port: str, domain: str, famil
     plain = body["value"]
     if isinstance(plain, dict) and "width" in plain and "height" in plain:
         plain = imaging.jpeg_data_url(plain["data"], plain["width"], plain["height"])
-    return respond(request, plain, headers=_last_modified(body["timestamp"]))
+    return respond(request, plain, headers=last_modified(body["timestamp"]))
 
 
 # -- pictures (value/image, value/plot) ------------------------------------------------------------
@@ -198,9 +194,9 @@ async def image_value(request: Request, host: str, port: str, domain: str, famil
     except imaging.NotAnImage as exc:
         raise bad_request(str(exc), "NotAnImage") from None
     if fmt == "png":
-        return picture_response(request, png, "image/png", body["timestamp"])
+        return picture_response(png, "image/png", body["timestamp"])
     shaped = {**body, "value": imaging.png_data_url(png)}
-    return respond(request, shaped, headers={**NO_STORE, **_last_modified(body["timestamp"])})
+    return respond(request, shaped, headers={**NO_STORE, **last_modified(body["timestamp"])})
 
 
 async def plot_value(request: Request, host: str, port: str, domain: str, family: str,
@@ -217,7 +213,7 @@ async def plot_value(request: Request, host: str, port: str, domain: str, family
     if unit in ("No unit", "None"):
         unit = ""
     content = await draw_plot(body["value"], body["name"], unit, fmt, width, height)
-    return picture_response(request, content, "image/svg+xml" if fmt == "svg" else "image/png",
+    return picture_response(content, "image/svg+xml" if fmt == "svg" else "image/png",
                             body["timestamp"])
 
 
@@ -259,7 +255,7 @@ async def property_(request: Request, host: str, port: str, domain: str, family:
 def _written(request: Request, body: Any, timestamp: int | None = None) -> HTTPResponse:
     if target.is_async(request):
         return HTTPResponse(status=204)
-    headers = _last_modified(timestamp) if timestamp else None
+    headers = last_modified(timestamp) if timestamp else None
     return respond(request, body, headers=headers)
 
 
