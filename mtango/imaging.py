@@ -1,7 +1,23 @@
-"""Images as embeddable JPEG data URLs (rc3's ``value/plain`` for image attributes).
+"""Images as pictures: JPEG data URLs (rc3's ``value/plain``) and PNGs (``value/image``).
 
-The numbers are scaled linearly from their own minimum..maximum to 0..255 grey levels, so any
-numeric image type gives a visible picture; the exact values stay available from ``value``.
+Pure functions (no HTTP): numbers in, encoded bytes or data URLs out.
+
+``value/plain`` (``jpeg_data_url``): the numbers are scaled linearly from their own
+minimum..maximum to 0..255 grey levels, so any numeric image type gives a visible picture; the
+exact values stay available from ``value``.
+
+``value/image`` (``image_png``), what each image gives:
+
+- numeric images (every integer and float type, booleans as 0/1): scaled linearly from the
+  minimum..maximum of their finite pixels, or from ``low``..``high`` when given (pixels outside
+  are clipped), to 0..255, rounded to the nearest integer; with ``low == high`` a threshold
+  (below: 0, at or above: 255). A flat image (all pixels equal) is all 0.
+- 8-bit images (``uint8``, Tango's DevUChar) are shown as they are: the pixel value is the
+  level, unless ``low`` or ``high`` is given (then scaled as above).
+- the level is a grey (``cmap="gray"``) or an entry of the viridis table (``cmap="viridis"``).
+- NaN and infinite pixels are transparent (the PNG then has an alpha channel; otherwise none).
+- DevEncoded images (``encoded_png``): bytes that Pillow decodes (Tango's ``JPEG_RGB`` and
+  ``JPEG_GRAY8``, PNG, ...) are re-encoded as they are (RGB or grey, no scaling).
 """
 
 from __future__ import annotations
@@ -12,6 +28,31 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
+CMAPS = ("gray", "viridis")
+
+# Viridis (Smith and van der Walt, 2015; CC0), as its 9 published evenly spaced colours
+# (#440154 ... #fde725); the 256-entry table interpolates linearly between them.
+_VIRIDIS_ANCHORS = np.array([
+    (0x44, 0x01, 0x54), (0x47, 0x2C, 0x7A), (0x3B, 0x51, 0x8B), (0x2C, 0x71, 0x8E),
+    (0x21, 0x90, 0x8D), (0x27, 0xAD, 0x81), (0x5C, 0xC8, 0x63), (0xAA, 0xDC, 0x32),
+    (0xFD, 0xE7, 0x25),
+], dtype=np.float64)
+
+
+def _viridis_table() -> np.ndarray:
+    where = np.linspace(0.0, 1.0, len(_VIRIDIS_ANCHORS))
+    levels = np.linspace(0.0, 1.0, 256)
+    channels = [np.interp(levels, where, _VIRIDIS_ANCHORS[:, c]) for c in range(3)]
+    return np.rint(np.stack(channels, axis=1)).astype(np.uint8)
+
+
+# (256, 3) uint8: VIRIDIS[0] = (68, 1, 84), VIRIDIS[255] = (253, 231, 37)
+VIRIDIS = _viridis_table()
+
+
+class NotAnImage(ValueError):
+    """The value cannot be shown as a picture (a string image, undecodable encoded bytes)."""
 
 
 def jpeg_data_url(data: Any, width: int, height: int, quality: int = 90) -> str:
@@ -24,3 +65,86 @@ def jpeg_data_url(data: Any, width: int, height: int, quality: int = 90) -> str:
     buffer = io.BytesIO()
     Image.fromarray(grey, mode="L").save(buffer, format="JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def png_data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def levels(data: Any, width: int, height: int, low: float | None = None,
+           high: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The 0..255 level of every pixel (``uint8``, ``height`` x ``width``) and the mask of the
+    finite pixels, by the rules of the module docstring."""
+    array = np.asarray(data)
+    if array.dtype.kind not in "biuf":
+        raise NotAnImage(f"an image of {array.dtype.name} values is not numeric")
+    if array.size != width * height:
+        raise NotAnImage(f"{array.size} pixels do not make a {width}x{height} image")
+    array = array.reshape(height, width)
+    if array.dtype == np.uint8 and low is None and high is None:
+        return array.copy(), np.ones(array.shape, dtype=bool)
+    pixels = array.astype(np.float64)
+    finite = np.isfinite(pixels)
+    if finite.any():
+        data_low, data_high = float(pixels[finite].min()), float(pixels[finite].max())
+    else:
+        data_low = data_high = 0.0
+    lo = data_low if low is None else low
+    hi = data_high if high is None else high
+    if low is not None and high is None:
+        hi = max(hi, lo)
+    if high is not None and low is None:
+        lo = min(lo, hi)
+    if lo > hi:
+        raise ValueError(f"min {lo} is above max {hi}")
+    safe = np.where(finite, pixels, lo)
+    if hi > lo:
+        scaled = np.rint((safe - lo) * (255.0 / (hi - lo))).clip(0, 255)
+    elif low is None and high is None:
+        scaled = np.zeros(safe.shape)  # a flat image
+    else:
+        scaled = np.where(safe >= hi, 255.0, 0.0)  # min == max: a threshold
+    return scaled.astype(np.uint8), finite
+
+
+def colour(level: np.ndarray, finite: np.ndarray, cmap: str = "gray") -> Image.Image:
+    """The picture of ``levels``' output: grey or viridis, transparent where not finite."""
+    if cmap not in CMAPS:
+        raise ValueError(f"unknown colour map {cmap!r}")
+    opaque = bool(finite.all())
+    if cmap == "gray":
+        if opaque:
+            return Image.fromarray(level, mode="L")
+        alpha = np.where(finite, 255, 0).astype(np.uint8)
+        return Image.fromarray(np.stack([level, alpha], axis=-1), mode="LA")
+    rgb = VIRIDIS[level]
+    if opaque:
+        return Image.fromarray(rgb, mode="RGB")
+    alpha = np.where(finite, 255, 0).astype(np.uint8)[..., None]
+    return Image.fromarray(np.concatenate([rgb, alpha], axis=-1), mode="RGBA")
+
+
+def png_bytes(picture: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def image_png(data: Any, width: int, height: int, *, low: float | None = None,
+              high: float | None = None, cmap: str = "gray") -> bytes:
+    """A numeric image (row-major ``data``) as PNG bytes, by the rules of the module docstring."""
+    level, finite = levels(data, width, height, low, high)
+    return png_bytes(colour(level, finite, cmap))
+
+
+def encoded_png(fmt: str, data: bytes) -> bytes:
+    """A DevEncoded image (``fmt`` is Tango's format string) as PNG bytes, as it is."""
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            picture.load()
+            converted = picture if picture.mode in ("L", "LA", "RGB", "RGBA") else \
+                picture.convert("RGBA" if "A" in picture.getbands() else "RGB")
+            return png_bytes(converted)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise NotAnImage(f"DevEncoded data of format {fmt!r} is not an image that can be "
+                         f"decoded ({exc})") from None

@@ -33,6 +33,8 @@ OTHER_APP_BASE = "/api/tango"
 # file, for no client: they are checked by the tests below instead.
 UNDESCRIBED_PREFIXES = ("/swagger",)
 METHODS = {"get", "put", "post", "delete", "patch"}
+PICTURES = {"image/png": {"type": "string", "format": "binary"},
+            "image/svg+xml": {"type": "string"}}
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -131,7 +133,8 @@ def test_every_operation_documents_success_and_failure_bodies(path):
     Health checks (tag ``health``) are the exception: their 503 carries the health report, which
     load balancers and people read, rather than a FAILURE body. A 204 and a WebSocket's 101 have no
     body, and a success that is not JSON (``/metrics``: Prometheus text; an event stream:
-    ``text/event-stream``) documents its type with a string schema.
+    ``text/event-stream``) documents its type with a string schema; pictures (``value/image``,
+    ``value/plot``, ``pvs/{pv}/plot``) are ``image/png`` (binary) and ``image/svg+xml`` strings.
     """
     doc = load(path)
     for route, item in doc["paths"].items():
@@ -151,6 +154,11 @@ def test_every_operation_documents_success_and_failure_bodies(path):
                     assert "content" not in response, (route, method, code)
                     continue
                 content = response["content"]
+                pictures = {m: content.pop(m) for m in list(content) if m in PICTURES}
+                for media, picture in pictures.items():
+                    assert picture["schema"] == PICTURES[media], (route, method, media)
+                if pictures and not content:
+                    continue
                 if int(code) < 400 and "application/json" not in content:
                     assert [m.split(";")[0] for m in content] in (
                         ["text/plain"], ["text/event-stream"]), (route, method)
@@ -180,7 +188,7 @@ def test_rc3_failures_answered_with_200_are_documented():
         schema = item["get"]["responses"]["200"]["content"]["application/json"]["schema"]
         choices = schema.get("oneOf") or schema.get("anyOf")
         assert {"$ref": "#/components/schemas/Failure"} in choices, route
-    assert asks_tango == 22
+    assert asks_tango == 24
 
 
 # -- routes ----------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""What every API route needs: absolute links, parameter parsing, filter, range, JSON responses.
+"""What every API route needs: absolute links, parameter parsing, filter, range, JSON responses,
+pictures (SVG and PNG answers).
 
 Routes stay short: they parse and validate their inputs with these helpers, call a backend, and
 hand the resulting plain data to ``respond``. Validation failures raise ``ApiError`` (400), which
@@ -7,18 +8,22 @@ the app's error handler turns into the FAILURE body like any other failure.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes, urlencode
 
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
-from mtango import jsonenc
+from mtango import jsonenc, plot
 from mtango.errors import ApiError, ErrorEntry, bad_request
 from mtango.security.access import READ, WRITE
 from mtango.security.guard import TargetsOf, guarded
@@ -333,7 +338,69 @@ def paginate(request: Request, items: list[Any]) -> tuple[list[Any], int, dict[s
     return [*page, partial], 206, headers
 
 
+# -- pictures (value/image, value/plot, pvs/{pv}/plot) --------------------------------------------
+
+# Pictures change with the values: never kept by browsers or proxies.
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+def picture_format(request: Request, allowed: tuple[str, ...]) -> str:
+    value = query_value(request, "format", allowed[0])
+    if value not in allowed:
+        raise bad_request(f"format={value!r} must be one of {', '.join(allowed)}", "BadParameter")
+    return value
+
+
+def query_float(request: Request, name: str) -> float | None:
+    raw = query_value(request, name)
+    if raw is None:
+        return None
+    try:
+        number = float(raw)
+    except ValueError:
+        number = math.nan
+    if not raw.isascii() or not math.isfinite(number):
+        raise bad_request(f"{name}={raw!r} must be a finite number", "BadParameter")
+    return number
+
+
+def picture_response(content: bytes, content_type: str, timestamp: int | None) -> HTTPResponse:
+    """A picture: not stored by caches, ``Last-Modified`` the value's timestamp."""
+    headers = dict(NO_STORE)
+    if timestamp is not None:
+        headers.update(last_modified(timestamp))
+    return HTTPResponse(content, headers=headers, content_type=content_type)
+
+
+def plot_options(request: Request) -> tuple[str, int, int]:
+    """``?format=svg|png``, ``?width=``, ``?height=`` of a plot."""
+    return (picture_format(request, plot.FORMATS),
+            query_int(request, "width", plot.DEFAULT_WIDTH, plot.MIN_WIDTH, plot.MAX_WIDTH),
+            query_int(request, "height", plot.DEFAULT_HEIGHT, plot.MIN_HEIGHT, plot.MAX_HEIGHT))
+
+
+async def draw_plot(values: Any, title: str, units: str, fmt: str, width: int,
+                    height: int) -> bytes:
+    """The plot's bytes (drawn in a thread: a large spectrum takes a while)."""
+    try:
+        plot.as_numbers(values)
+    except plot.NotPlottable as exc:
+        raise bad_request(f"{title}: {exc}", "NotPlottable") from None
+    draw = plot.svg if fmt == "svg" else plot.png
+    return await asyncio.to_thread(draw, values, title, units, width, height)
+
+
 # -- responses -------------------------------------------------------------------------------------
+
+
+def last_modified(timestamp_ms: int) -> dict[str, str]:
+    return {"Last-Modified": _http_date(int(timestamp_ms // 1000))}
+
+
+@functools.lru_cache(maxsize=64)
+def _http_date(seconds: int) -> str:
+    """HTTP dates have whole seconds: reads within one share the text (formatdate: 3 us)."""
+    return formatdate(seconds, usegmt=True)
 
 
 def respond(

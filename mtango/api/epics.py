@@ -12,6 +12,7 @@ and hand its plain data to ``respond``. PV names go raw in the path (``:``, ``.`
 | ``GET pvs/{pv}/info`` | control metadata |
 | ``GET pvs/value?pv=A&pv=B``, ``POST pvs/value`` (JSON list) | one item per PV |
 | ``GET pvs/info?pv=A&pv=B`` | one metadata object or FAILURE item per PV |
+| ``GET pvs/{pv}/plot`` | an array PV as an SVG line plot (``?format=png``: a PNG) |
 | ``GET health`` | counts; 503 when an IOC address is unreachable |
 
 Value reads accept ``?max_age=ms`` (serve a monitored value up to that old), ``?fresh=1`` (always
@@ -29,8 +30,11 @@ from sanic.response import HTTPResponse
 from mtango.api.common import (
     Route,
     absolute,
+    draw_plot,
     json_body,
     make_blueprint,
+    picture_response,
+    plot_options,
     query_int,
     query_list,
     query_value,
@@ -111,6 +115,17 @@ async def pv_value(request: Request, pv: str) -> HTTPResponse:
     return respond(request, await epics.value(pv, read_options(request), encoding(request)))
 
 
+async def pv_plot(request: Request, pv: str) -> HTTPResponse:
+    """``GET pvs/{pv}/plot``: a waveform as a line plot with its units (``mtango.plot``); the
+    read is ``GET pvs/{pv}``'s (``?max_age=``, ``?fresh=``, ``?count=`` apply)."""
+    fmt, width, height = plot_options(request)
+    body = await backend(request).full(pv, read_options(request), "json")
+    content = await draw_plot(body.get("value"), body.get("name", pv),
+                              str(body.get("units") or ""), fmt, width, height)
+    return picture_response(content, "image/svg+xml" if fmt == "svg" else "image/png",
+                            body.get("timestamp"))
+
+
 async def pv_info(request: Request, pv: str) -> HTTPResponse:
     return respond(request, await backend(request).info(pv))
 
@@ -188,6 +203,7 @@ ROUTES = [
     Route(PV, pv_full, "epics_pv"),
     Route(f"{PV}/value", pv_value, "epics_pv_value"),
     Route(f"{PV}/info", pv_info, "epics_pv_info"),
+    Route(f"{PV}/plot", pv_plot, "epics_pv_plot"),
     # A read with the names in the body (too many for a URL).
     Route("/pvs/value", values_post, "epics_pvs_value_post", ("POST",)),
     Route(f"{PV}/value", pv_put, "epics_pv_value_put", ("PUT",), action=WRITE,

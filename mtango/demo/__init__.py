@@ -27,6 +27,7 @@ ATTRIBUTE_PROPERTIES = {
     DEMO_DEVICE: {
         "double_scalar": {"my_attribute_property": ["42"], "unit": ["mm"]},
         "long_scalar": {"min_value": ["-1000"], "max_value": ["1000"]},
+        "double_spectrum_ro": {"unit": ["mm"]},
     }
 }
 

@@ -1,10 +1,11 @@
-"""rc3 attributes: list, links, values (one, several, plain), info, history, properties; and
-their writes (values, info, properties), guarded and audited by ``mtango.security.guard``."""
+"""rc3 attributes: list, links, values (one, several, plain, image, plot), info, history,
+properties; and their writes (values, info, properties), guarded and audited by
+``mtango.security.guard``."""
 
 from __future__ import annotations
 
-import functools
-from email.utils import formatdate
+import asyncio
+import base64
 from typing import Any
 
 from sanic import Request
@@ -12,11 +13,18 @@ from sanic.response import HTTPResponse
 
 from mtango import imaging
 from mtango.api.common import (
+    NO_STORE,
     Route,
     check_name,
     device_url,
+    draw_plot,
     json_body,
+    last_modified,
+    picture_format,
+    picture_response,
+    plot_options,
     query_args,
+    query_float,
     query_int,
     query_list,
     query_value,
@@ -58,16 +66,6 @@ def _requested(request: Request) -> list[str]:
     if not names:
         raise bad_request("give the attributes to read as ?attr=name&attr=...", "MissingParameter")
     return [check_name(n, "attribute") for n in names]
-
-
-def _last_modified(timestamp_ms: int) -> dict[str, str]:
-    return {"Last-Modified": _http_date(timestamp_ms // 1000)}
-
-
-@functools.lru_cache(maxsize=64)
-def _http_date(seconds: int) -> str:
-    """HTTP dates have whole seconds: reads within one share the text (formatdate: 3 us)."""
-    return formatdate(seconds, usegmt=True)
 
 
 async def attributes(request: Request, host: str, port: str, domain: str, family: str,
@@ -139,10 +137,10 @@ async def value(request: Request, host: str, port: str, domain: str, family: str
     known = _from_events(request, key, device, [name])
     if known:
         body = known[name]
-        return respond(request, body, headers={**_last_modified(body["timestamp"]),
+        return respond(request, body, headers={**last_modified(body["timestamp"]),
                                                FROM_EVENTS: name})
     body = await tango.read_attribute(key, device, name)
-    headers = _last_modified(body["timestamp"]) if "value" in body else None
+    headers = last_modified(body["timestamp"]) if "value" in body else None
     return respond(request, body, headers=headers)
 
 
@@ -156,7 +154,67 @@ async def plain_value(request: Request, host: str, port: str, domain: str, famil
     plain = body["value"]
     if isinstance(plain, dict) and "width" in plain and "height" in plain:
         plain = imaging.jpeg_data_url(plain["data"], plain["width"], plain["height"])
-    return respond(request, plain, headers=_last_modified(body["timestamp"]))
+    return respond(request, plain, headers=last_modified(body["timestamp"]))
+
+
+# -- pictures (value/image, value/plot) ------------------------------------------------------------
+
+def _image_png(value: Any, name: str, low: float | None, high: float | None,
+               cmap: str) -> bytes:
+    if isinstance(value, dict) and "width" in value and "height" in value:
+        return imaging.image_png(value["data"], value["width"], value["height"],
+                                 low=low, high=high, cmap=cmap)
+    if isinstance(value, dict) and "format" in value:  # DevEncoded: shown as it is
+        return imaging.encoded_png(value["format"], base64.b64decode(value["data"]))
+    raise imaging.NotAnImage(f"{name} is not an image attribute")
+
+
+async def image_value(request: Request, host: str, port: str, domain: str, family: str,
+                      member: str, attr: str) -> HTTPResponse:
+    """``GET .../value/image``: an image attribute as a PNG, scaled as ``mtango.imaging`` says.
+
+    ``?format=png``: the PNG itself (for ``<img src>``); otherwise the read shape with ``value``
+    a ``data:image/png;base64,...`` URL. ``?min=&max=`` set the scale, ``?cmap=gray|viridis``
+    the colours."""
+    tango, key, device = target.device(request, host, port, domain, family, member)
+    name = check_name(attr, "attribute")
+    fmt = picture_format(request, ("json", "png"))
+    low, high = query_float(request, "min"), query_float(request, "max")
+    if low is not None and high is not None and low > high:
+        raise bad_request(f"min={low:g} is above max={high:g}", "BadParameter")
+    cmap = query_value(request, "cmap", "gray") or "gray"
+    if cmap not in imaging.CMAPS:
+        raise bad_request(f"cmap={cmap!r} must be one of {', '.join(imaging.CMAPS)}",
+                          "BadParameter")
+    body = await tango.read_attribute(key, device, name)
+    if "errors" in body:  # the read failed: answer the failure, as value reads do
+        return respond(request, body)
+    try:
+        png = await asyncio.to_thread(_image_png, body["value"], body["name"], low, high, cmap)
+    except imaging.NotAnImage as exc:
+        raise bad_request(str(exc), "NotAnImage") from None
+    if fmt == "png":
+        return picture_response(png, "image/png", body["timestamp"])
+    shaped = {**body, "value": imaging.png_data_url(png)}
+    return respond(request, shaped, headers={**NO_STORE, **last_modified(body["timestamp"])})
+
+
+async def plot_value(request: Request, host: str, port: str, domain: str, family: str,
+                     member: str, attr: str) -> HTTPResponse:
+    """``GET .../value/plot``: a spectrum as an SVG line plot (``?format=png``: a PNG), its
+    unit from the attribute's info, its title the attribute's name (``mtango.plot``)."""
+    tango, key, device = target.device(request, host, port, domain, family, member)
+    name = check_name(attr, "attribute")
+    fmt, width, height = plot_options(request)
+    body = await tango.read_attribute(key, device, name)
+    if "errors" in body:
+        return respond(request, body)
+    unit = str((await tango.attribute_info(key, device, name)).get("unit") or "")
+    if unit in ("No unit", "None"):
+        unit = ""
+    content = await draw_plot(body["value"], body["name"], unit, fmt, width, height)
+    return picture_response(content, "image/svg+xml" if fmt == "svg" else "image/png",
+                            body["timestamp"])
 
 
 async def info(request: Request, host: str, port: str, domain: str, family: str,
@@ -197,7 +255,7 @@ async def property_(request: Request, host: str, port: str, domain: str, family:
 def _written(request: Request, body: Any, timestamp: int | None = None) -> HTTPResponse:
     if target.is_async(request):
         return HTTPResponse(status=204)
-    headers = _last_modified(timestamp) if timestamp else None
+    headers = last_modified(timestamp) if timestamp else None
     return respond(request, body, headers=headers)
 
 
@@ -304,6 +362,8 @@ ROUTES = [
     Route(ATTR, attribute, "attribute"),
     Route(f"{ATTR}/value", value, "attribute_value"),
     Route(f"{ATTR}/value/plain", plain_value, "attribute_value_plain"),
+    Route(f"{ATTR}/value/image", image_value, "attribute_value_image"),
+    Route(f"{ATTR}/value/plot", plot_value, "attribute_value_plot"),
     Route(f"{ATTR}/info", info, "attribute_info"),
     Route(f"{ATTR}/history", history, "attribute_history"),
     Route(f"{ATTR}/properties", properties, "attribute_properties"),
