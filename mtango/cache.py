@@ -122,12 +122,19 @@ class AsyncLRUCache(Generic[T]):
 class SingleFlight:
     """Concurrent calls with the same key share one execution and its outcome.
 
-    The call runs as its own task: a caller that goes away (client disconnected, request
-    cancelled) does not cancel the work the other callers are waiting for.
+    ``detached`` (the default): the call runs as its own task, so a caller that goes away (client
+    disconnected, request cancelled) does not cancel the work the others are waiting for (slow
+    work: building a device proxy can take seconds).
+
+    ``detached=False``, for short calls made very often (live reads): the first caller runs the
+    call itself and the others wait for its outcome; if that caller goes away before the outcome,
+    each of the others runs the call anew. The task, its shield and their three turns of the event
+    loop cost 5.7 us a call (uvloop, timeit), a tenth of the CPU of a live read.
     """
 
-    def __init__(self) -> None:
-        self._running: dict[Hashable, asyncio.Task[Any]] = {}
+    def __init__(self, detached: bool = True) -> None:
+        self.detached = detached
+        self._running: dict[Hashable, asyncio.Future[Any]] = {}
         self.shared = 0
         self.executed = 0
 
@@ -143,16 +150,48 @@ class SingleFlight:
         return len(keys)
 
     async def run(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> T:
-        task = self._running.get(key)
-        if task is None:
-            self.executed += 1
-            task = asyncio.ensure_future(call())
-            self._running[key] = task
-            task.add_done_callback(lambda done: self._done(key, done))
-        else:
+        while True:
+            running = self._running.get(key)
+            if running is None:
+                self.executed += 1
+                if self.detached:
+                    task = asyncio.ensure_future(call())
+                    self._running[key] = task
+                    task.add_done_callback(lambda done: self._done(key, done))
+                    return await asyncio.shield(task)
+                return await self._lead(key, call)
             self.shared += 1
-        return await asyncio.shield(task)
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                cancelling = getattr(me, "cancelling", None)  # Python 3.11+
+                if self.detached or not running.cancelled() or (cancelling and cancelling()):
+                    raise  # this caller was cancelled
+                # The caller that ran it went away: run it anew (or join who does).
 
-    def _done(self, key: Hashable, task: asyncio.Task[Any]) -> None:
+    async def _lead(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> T:
+        outcome: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._running[key] = outcome
+        try:
+            result = await call()
+        except asyncio.CancelledError:
+            outcome.cancel()
+            raise
+        except BaseException as exc:
+            outcome.set_exception(exc)
+            outcome.exception()  # retrieved: nobody else may be waiting
+            raise
+        else:
+            outcome.set_result(result)
+            return result
+        finally:
+            if self._running.get(key) is outcome:  # not a newer call of the key, after a forget
+                del self._running[key]
+            # A failed outcome keeps the failure's traceback, which holds this frame: without
+            # this, every failed read would wait in a reference cycle for the collector.
+            del outcome
+
+    def _done(self, key: Hashable, task: asyncio.Future[Any]) -> None:
         if self._running.get(key) is task:  # not a newer call of the key, after a forget
             del self._running[key]

@@ -79,3 +79,52 @@ def test_single_flight_survives_a_cancelled_caller() -> None:
         return await second, flight.executed, flight.shared
 
     assert asyncio.run(scenario()) == (3, 1, 1)
+
+
+def test_inline_flight_shares_one_call_and_its_failure() -> None:
+    async def scenario() -> tuple[list[object], int, int]:
+        flight = SingleFlight(detached=False)
+        calls = 0
+
+        async def work() -> int:
+            nonlocal calls
+            calls += 1
+            await asyncio.sleep(0.01)
+            if calls == 2:
+                raise ValueError("second")
+            return 3
+
+        first = await asyncio.gather(*(flight.run("k", work) for _ in range(5)))
+        second = await asyncio.gather(*(flight.run("k", work) for _ in range(3)),
+                                      return_exceptions=True)
+        return [*first, *(type(r).__name__ for r in second)], flight.executed, flight.shared
+
+    results, executed, shared = asyncio.run(scenario())
+    assert results == [3] * 5 + ["ValueError"] * 3
+    assert (executed, shared) == (2, 6)
+
+
+def test_inline_flight_runs_again_when_its_first_caller_goes_away() -> None:
+    """The first caller runs the call itself: cancelled, the others run it anew and get their
+    answer; a waiting caller cancelled leaves the others alone."""
+    async def scenario() -> tuple[int, int, int, bool]:
+        flight = SingleFlight(detached=False)
+
+        async def work() -> int:
+            await asyncio.sleep(0.02)
+            return 3
+
+        first = asyncio.ensure_future(flight.run("k", work))
+        await asyncio.sleep(0)
+        second = asyncio.ensure_future(flight.run("k", work))
+        third = asyncio.ensure_future(flight.run("k", work))
+        await asyncio.sleep(0.005)
+        first.cancel()
+        third.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        with pytest.raises(asyncio.CancelledError):
+            await third
+        return await second, flight.executed, flight.shared, flight.running("k")
+
+    assert asyncio.run(scenario()) == (3, 2, 2, False)

@@ -219,7 +219,7 @@ class TangoBackend:
         self.attributes: AsyncLRUCache[tuple[dict[str, Any], Any]] = AsyncLRUCache(
             "attributes", config.attribute_cache_size, ttl=config.attribute_cache_ttl
         )
-        self.reads = SingleFlight()
+        self.reads = SingleFlight(detached=False)
         self.targets = _Targets(config.tango_calls_per_device)
         self.timeout = config.tango_timeout_ms / 1000
         self._executor: ThreadPoolExecutor | None = None
