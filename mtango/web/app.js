@@ -645,7 +645,9 @@ function pvsOf(params) {
 }
 
 function epicsHash(pvs) {
-  return `#/epics${pvs.length ? `?${pvs.map((p) => `pv=${enc(p)}`).join("&")}` : ""}`;
+  // names stay readable in the address bar: ":" and "$" need no escaping in a fragment
+  const readable = (p) => enc(p).replace(/%3A/gi, ":").replace(/%24/g, "$");
+  return `#/epics${pvs.length ? `?${pvs.map((p) => `pv=${readable(p)}`).join("&")}` : ""}`;
 }
 
 async function epicsView(gen, params) {
