@@ -5,7 +5,8 @@ on the API: navigation from the databases to a device and to EPICS PVs, a changi
 changes, values that turn visibly stale when their device server or IOC stops (and live again
 when it is back), a spectrum drawn as a rising line and an image drawn pixel for pixel from the
 demo's known data, write controls only where writes are allowed (and one attribute write and one
-command run from the page, checked on the device), and no request to anything but the bridge.
+command run from the page, checked on the device), values that turn stale when the bridge itself
+goes away, and no request to anything but the bridge.
 Screenshots go to each test's temporary directory (their paths are printed).
 """
 
@@ -349,8 +350,13 @@ def test_writes_from_the_page(page, control_system, tmp_path):
         assert output == "output: 2.5"
         screenshot(page, tmp_path / "device-writes.png", 1280)
         only_the_bridge(page, running.base)
+        poll("long_scalar_w live", lambda: is_fresh(page, "attr", "long_scalar_w"))
     finally:
         running.stop()
+    # The bridge itself is gone: every value turns stale, and the page says it lost the bridge.
+    note = poll("stale once the bridge stopped", lambda: stale_note(page, "attr", "long_scalar_w"))
+    assert "connection to the bridge was lost" in note
+    assert page.evaluate("document.querySelector('#live').dataset.state") == "lost"
 
 
 def test_the_page_needs_no_request_elsewhere_for_its_assets(bridge):

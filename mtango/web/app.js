@@ -110,6 +110,13 @@ function numericArray(values) {
 
 // -- drawing: spectra as line plots, images as pictures ----------------------------------------
 
+// A short label for an axis: at most about 8 characters.
+function axisLabel(v) {
+  const a = Math.abs(v);
+  if (a !== 0 && (a >= 1e5 || a < 1e-3)) return v.toExponential(2);
+  return String(Number(v.toPrecision(4)));
+}
+
 const PLOT_W = 480, PLOT_H = 200, PAD_L = 56, PAD_R = 10, PAD_T = 10, PAD_B = 24;
 
 function drawPlot(canvas, values, units) {
@@ -139,8 +146,8 @@ function drawPlot(canvas, values, units) {
   const xOf = (i) => PAD_L + (n === 1 ? w / 2 : (i / (n - 1)) * w);
   const yOf = (v) => PAD_T + (1 - (v - lo) / (hi - lo)) * hgt;
   ctx.textAlign = "right";
-  ctx.fillText(formatNumber(hi - margin, "%.4g"), PAD_L - 4, PAD_T + 10);
-  ctx.fillText(formatNumber(lo + margin, "%.4g"), PAD_L - 4, PAD_T + hgt);
+  ctx.fillText(axisLabel(hi - margin), PAD_L - 4, PAD_T + 10);
+  ctx.fillText(axisLabel(lo + margin), PAD_L - 4, PAD_T + hgt);
   ctx.textAlign = "left";
   ctx.fillText(`0`, PAD_L, PLOT_H - 8);
   ctx.textAlign = "right";
@@ -706,7 +713,7 @@ async function epicsView(gen, params) {
           row.unit.textContent = meta.units;
           const type = `${value.type || ""}${value.native_count > 1 ? `[${value.native_count}]` : ""}`;
           let small = row.el.querySelector(".name small");
-          if (!small) { small = h("small", {}); row.el.querySelector(".name span").after(small); }
+          if (!small) { small = h("small", {}); row.el.querySelector(".name").append(small); }
           small.textContent = `${type} · connected`;
         }
         row.fresh();
