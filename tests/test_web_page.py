@@ -365,3 +365,28 @@ def test_the_page_needs_no_request_elsewhere_for_its_assets(bridge):
     for text in (page, *(http("GET", f"{bridge.base}/web/{n}").body.decode()
                          for n in ("app.js", "style.css"))):
         assert "http://" not in text and "https://" not in text and "//cdn" not in text
+
+
+def key(page: Page, name: str, code: int) -> None:
+    for kind in ("rawKeyDown", "keyUp"):
+        page.send("Input.dispatchKeyEvent", {"type": kind, "key": name, "code": name,
+                                             "windowsVirtualKeyCode": code})
+
+
+def test_the_keyboard_reaches_a_device(page, bridge, control_system):
+    """Tab to the device's link (a visible focus ring on the way), Enter opens it."""
+    host = control_system.tango_host
+    page.navigate(f"{bridge.base}/#/tango/{host}?wildcard=sys/tg_test/*")
+    link = f"#devices a[href=\"#/tango/{host}/{DEMO_DEVICE}\"]"
+    page.wait_for(f"!!document.querySelector('{link}')")
+    assert page.evaluate("document.querySelector('#devices').querySelectorAll('a').length") == 1
+    for _ in range(30):
+        key(page, "Tab", 9)
+        if page.evaluate(f"document.activeElement === document.querySelector('{link}')"):
+            break
+    else:
+        raise AssertionError("Tab never reached the device's link")
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+    key(page, "Enter", 13)
+    page.wait_for(f"location.hash === '#/tango/{host}/{DEMO_DEVICE}'")
+    page.wait_for("document.querySelectorAll('#attributes [data-attr]').length > 20")
