@@ -227,6 +227,7 @@ def print_urls(config: Config, demo: bool, demo_ioc: bool = False) -> None:
         f"mtango-bridge {__version__} serving Tango database {config.served_tango_host}"
         + (" (embedded demo)" if demo else "")
         + "".join(f" (fail-over host: {h})" for h in config.failover_tango_hosts[1:]),
+        f"  Web page:       http://{shown}:{config.port}/   (open it in a browser)",
         f"  API root:       {base}",
         f"  Tango hosts:    {base}/rc3/hosts",
         f"  Devices:        {base}/rc3/hosts/{tango_host}/{tango_port}/devices",

@@ -25,7 +25,7 @@ from sanic.response.types import BaseHTTPResponse
 
 from mtango import __version__
 from mtango.api import epics as epics_api
-from mtango.api import live, ops, pvws, rc3, subscriptions, swagger
+from mtango.api import live, ops, pvws, rc3, subscriptions, swagger, web
 from mtango.api import main as main_api
 from mtango.api import sys as sys_api
 from mtango.api.common import check_url, json_response
@@ -168,6 +168,7 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
     app.blueprint(live.blueprint())
     app.blueprint(pvws.blueprint())
     app.blueprint(ops.blueprint())
+    app.blueprint(web.blueprint(config))
 
     @app.before_server_start
     async def start_backends(app: Sanic) -> None:

@@ -130,3 +130,40 @@ def test_hash_password_and_new_token_commands() -> None:
     lines = done.stdout.strip().splitlines()
     token = lines[0].rsplit(" ", 1)[1]
     assert lines[-1] == token_digest(token)
+
+
+def test_access_answers_per_user_and_target(locked, tango_host) -> None:
+    """``/sys/access`` (what the web page asks before offering write controls) says what
+    ``Access.check`` would say to a write of each target, for the request's user."""
+    allowed = f"{tango_host}/sys/tg_test/1/double_scalar"
+    other = f"{tango_host}/sys/alarm/1/alarm_scalar"
+    url = f"/tango/rest/sys/access?tango={allowed}&tango={other}&pv=cp:w:double&pv=cp:double"
+
+    def verdicts(headers: dict[str, str]) -> tuple[str, list[tuple[bool, str | None]]]:
+        reply = locked.get(url, headers=headers)
+        assert reply.status == 200, reply.body
+        body = reply.json()
+        assert body["writes"] is True and body["auth"] == "basic"
+        return body["user"], [(t["write"], t.get("reason")) for t in body["targets"]]
+
+    assert verdicts(basic("alice", "alice-pw")) == ("alice", [(True, None)] * 4)
+    assert verdicts(basic("bob", "bob-pw")) == ("bob", [(False, "WriteDenied")] * 4)
+    assert verdicts({"Authorization": f"Bearer {TOKEN}"}) == ("robot", [
+        (True, None), (False, "WriteDenied"), (True, None), (False, "WriteDenied")])
+    # Reads need a user here (read_access: authenticated), and wrong credentials are a 401.
+    assert locked.get(url).status == 401
+    assert locked.get(url, headers=basic("alice", "wrong")).status == 401
+
+
+def test_access_without_credentials_when_reads_are_open(control_system, users_file,
+                                                        tango_host) -> None:
+    running = InProcessBridge(Config(
+        tango_host=control_system.tango_host, auth="basic", users_file=str(users_file),
+        writes="on")).start()
+    try:
+        body = running.get(f"/tango/rest/sys/access?tango={tango_host}/sys/tg_test/1/x").json()
+        assert body["user"] == "anonymous"
+        assert body["targets"][0]["write"] is False
+        assert body["targets"][0]["reason"] == "Unauthorized"
+    finally:
+        running.stop()

@@ -29,9 +29,11 @@ FILES = sorted(SWAGGER_DIR.glob("*.yaml"))
 SPEC_APP_BASE = "/tango/rest"
 OTHER_APP_BASE = "/api/tango"
 # Routes that are not part of an API: the documentation itself (the description files and the
-# Swagger UI page and its assets). Describing them would need a server outside app_base in every
-# file, for no client: they are checked by the tests below instead.
-UNDESCRIBED_PREFIXES = ("/swagger",)
+# Swagger UI page and its assets) and the built-in web page ("/" for browsers, its files under
+# /web). Describing them would need a server outside app_base in every file, for no client: they
+# are checked by the tests below and tests/test_web_page.py instead.
+UNDESCRIBED_PREFIXES = ("/swagger", "/web")
+UNDESCRIBED_PATHS = {"/"}
 METHODS = {"get", "put", "post", "delete", "patch"}
 PICTURES = {"image/png": {"type": "string", "format": "binary"},
             "image/svg+xml": {"type": "string"}}
@@ -73,7 +75,7 @@ def registered(config: Config) -> set[tuple[str, str]]:
     for route in app.router.routes:
         path = "/" + route.path.strip("/")
         path = re.sub(r"<(\w+)(?::[^>]*)?>", r"{\1}", path)
-        if path.startswith(UNDESCRIBED_PREFIXES):
+        if path.startswith(UNDESCRIBED_PREFIXES) or path in UNDESCRIBED_PATHS:
             continue
         found |= {(m, path) for m in route.methods if m not in ("OPTIONS", "HEAD")}
     return found

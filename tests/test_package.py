@@ -20,9 +20,14 @@ CHECK = """
 import json, sys
 import mtango
 from mtango.api.swagger import SWAGGER_DIR, documents
+from mtango.api import web
 from mtango.config import Config, load_config
 config = load_config(env={"TANGO_HOST": "db.example:10000"})
+page = web.page(config).body.decode()
 print(json.dumps({
+    "web_dir": str(web.WEB_DIR),
+    "web_files": sorted(name for name in web.ASSETS if web.asset(name).body),
+    "page_ok": "/web/app.js?v=" in page and "{{" not in page,
     "package": mtango.__file__,
     "port": config.port,
     "documents": sorted(documents(config)),
@@ -32,7 +37,7 @@ print(json.dumps({
 """
 
 
-def test_the_wheel_carries_its_defaults_and_api_descriptions(tmp_path) -> None:
+def test_the_wheel_carries_its_defaults_api_descriptions_and_web_page(tmp_path) -> None:
     source = tmp_path / "source"
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE", "main.py", "conf.py"):
@@ -66,3 +71,8 @@ def test_the_wheel_carries_its_defaults_and_api_descriptions(tmp_path) -> None:
                       for kind in ("json", "yaml"))
     assert expected and found["documents"] == expected
     assert not found["top_level_conf"], "the package needs a top-level conf module"
+    # The web page's files are package data too (tests/test_web_page.py serves them).
+    assert found["web_dir"].startswith(str(site)), found
+    assert found["web_files"] == sorted(p.name for p in (ROOT / "mtango" / "web").iterdir()
+                                        if p.name != "index.html")
+    assert found["page_ok"]

@@ -66,7 +66,10 @@ class Cors:
     def apply(self, request: Any, response: HTTPResponse) -> None:
         found = self.headers(request.headers.get("origin"))
         if found is not None:
+            vary = response.headers.get("vary")
             response.headers.update(found)
+            if vary and "Vary" in found:  # an answer that varies by more (the page: Accept)
+                response.headers["Vary"] = f"{vary}, {found['Vary']}"
 
     def preflight(self, request: Any) -> HTTPResponse:
         """The answer to an ``OPTIONS`` request (its CORS headers come with ``apply``)."""

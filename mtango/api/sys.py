@@ -17,8 +17,17 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse
 
 from mtango import __version__, stats
-from mtango.api.common import Route, absolute, make_blueprint, respond
-from mtango.errors import not_found
+from mtango.api.common import (
+    Route,
+    absolute,
+    check_name,
+    device_name,
+    make_blueprint,
+    query_list,
+    respond,
+)
+from mtango.errors import bad_request, not_found
+from mtango.security.access import ANONYMOUS, Access
 
 CLEAN_WAIT_SECONDS = 2.0
 _SECRET = re.compile(r"pass(word)?|secret|token|credential|api_?key|auth", re.IGNORECASE)
@@ -56,6 +65,7 @@ async def root(request: Request) -> HTTPResponse:
         "stats": _url(request, "stats"),
         "config": _url(request, "config"),
         "subscriptions": _url(request, "subscriptions"),
+        "access": _url(request, "access"),
         "cache": {c: _url(request, "cache", c) for c in stats.CACHES},
         "clean": {c: _url(request, "clean", c) for c in stats.CACHES},
         "gc": [_url(request, "clean", c) for c in stats.CACHES],
@@ -135,11 +145,54 @@ async def subscriptions(request: Request) -> HTTPResponse:
                              "workers": per_worker})
 
 
+MAX_ACCESS_TARGETS = 1000
+
+
+def _access_targets(request: Request) -> list[tuple[str, str, str, str]]:
+    """(kind, target as given, system, name for the role rules) of ``?tango=`` and ``?pv=``."""
+    found: list[tuple[str, str, str, str]] = []
+    for text in query_list(request, "tango"):
+        parts = text.split("/")
+        if len(parts) != 5 or ":" not in parts[0]:
+            raise bad_request(f"Tango target {text!r} is not HOST:PORT/domain/family/member/"
+                              "name (an attribute or a command)", "BadTarget")
+        host, _, port = parts[0].rpartition(":")
+        request.app.ctx.tango.host_key(host, port)  # 403 outside the allow-list
+        device = device_name(*parts[1:4])
+        name = check_name(parts[4], "attribute or command")
+        found.append(("tango", text, "tango", f"{device}/{name}".lower()))
+    for text in query_list(request, "pv"):
+        found.append(("pv", text, "epics", request.app.ctx.epics.check(text)))
+    if len(found) > MAX_ACCESS_TARGETS:
+        raise bad_request(f"{len(found)} targets; at most {MAX_ACCESS_TARGETS} per request",
+                          "TooManyTargets")
+    return found
+
+
+async def access(request: Request) -> HTTPResponse:
+    """Whether writes are on, and for each target whether this request's user may write it:
+    the permission check of a write (``Access.check``), asked without writing anything."""
+    checker: Access = request.app.ctx.access
+    config = request.app.ctx.config
+    wanted = _access_targets(request)
+    principal = await checker.identify(request) or ANONYMOUS
+    items = []
+    for kind, text, system, name in wanted:
+        refusal = await checker.refusal(request, system, name)
+        item = {"target": text, "kind": kind, "write": refusal is None}
+        if refusal is not None:
+            item["reason"] = refusal.entries[0].reason
+        items.append(item)
+    return respond(request, {"user": principal.user, "auth": config.auth,
+                             "writes": config.writes == "on", "targets": items})
+
+
 ROUTES = [
     Route("", root, "sys_root"),
     Route("/config", config, "sys_config"),
     Route("/stats", stats_, "sys_stats"),
     Route("/subscriptions", subscriptions, "sys_subscriptions"),
+    Route("/access", access, "sys_access"),
     Route("/cache/<cache>", cache, "sys_cache"),
     Route("/clean/<cache>", clean, "sys_clean"),
 ]

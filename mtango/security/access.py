@@ -145,3 +145,15 @@ class Access:
             raise forbidden(f"user {principal.user} may not write {name or 'here'}",
                             "WriteDenied", "auth")
         return principal
+
+    async def refusal(self, request: Any, system: str, name: str) -> ApiError | None:
+        """Why the request's user may not write ``name`` of ``system`` (the 401 or 403 a write
+        would get), or None when they may: ``check`` asked without writing anything."""
+        try:
+            await self.check(request, WRITE, system, name)
+        except ApiError as exc:
+            if exc.status == 401 and request.headers.get("authorization") and \
+                    self.users is not None:
+                raise  # wrong credentials: a 401 on any request
+            return exc
+        return None
