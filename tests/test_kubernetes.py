@@ -343,21 +343,46 @@ def test_pod_runs_as_the_image_user_with_least_privilege() -> None:
 def test_run_directory_is_made_under_tmp(monkeypatch) -> None:
     """What the writable /tmp is for: main.py's run directory comes from tempfile, under /tmp
     when TMPDIR is not set (the image sets none)."""
+    import os
     import tempfile
 
     import main
 
     made: list[str] = []
-    monkeypatch.delenv("TMPDIR", raising=False)
     monkeypatch.setattr(tempfile, "tempdir", None)
     monkeypatch.setattr(main, "_serve", lambda config, when_ready: made.append(
-        main.os.environ["MTANGO_RUN_DIR"]))
-    for name in ("MTANGO_RUN_DIR", "PROMETHEUS_MULTIPROC_DIR", "MTANGO_STARTED_AT",
-                 "MTANGO_MAIN_PID"):
-        monkeypatch.delenv(name, raising=False)
-    main.serve(Config())
+        os.environ["MTANGO_RUN_DIR"]))
+    saved = dict(os.environ)  # serve() sets the run directory's variables for its workers
+    try:
+        os.environ.pop("TMPDIR", None)
+        main.serve(Config())
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     assert made and Path(made[0]).parent == Path("/tmp")
     assert "TMPDIR" not in (ROOT / "Dockerfile").read_text()
+
+
+def grace_problems(docs: list[dict[str, Any]]) -> list[str]:
+    """After SIGTERM the bridge drains (shutdown_drain_s), then Sanic waits up to its graceful
+    shutdown timeout for requests in flight, then the backends stop (a few seconds): all that
+    within the grace period, or Kubernetes kills it midway."""
+    from sanic.config import DEFAULT_CONFIG
+
+    drain = load_config(env=config_env(docs)).shutdown_drain_s
+    needed = drain + float(DEFAULT_CONFIG["GRACEFUL_SHUTDOWN_TIMEOUT"]) + 5
+    grace = pod_spec(docs).get("terminationGracePeriodSeconds", 30)
+    return [] if grace >= needed else [f"grace period {grace} s < {needed:g} s"]
+
+
+def test_grace_period_covers_the_shutdown() -> None:
+    assert load_config(env=config_env(documents())).shutdown_drain_s > 0
+    assert not grace_problems(documents())
+
+    def long_drain(docs: list[dict[str, Any]]) -> None:
+        one("ConfigMap", "mtango-bridge", docs)["data"]["MTANGO_SHUTDOWN_DRAIN_S"] = "20"
+
+    assert grace_problems(broken(long_drain)) == ["grace period 30 s < 40 s"]
 
 
 def selector_problems(docs: list[dict[str, Any]]) -> list[str]:
