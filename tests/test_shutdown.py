@@ -80,6 +80,11 @@ async def _drain(main: MainProcess, control_system) -> None:
             await ws.until("a first update", lambda _: ws.updates("cp:counter"))
             await asyncio.to_thread(poll, "values on both streams", lambda: len(
                 live.of("message")) >= 2 and len(mtango.of("1")) >= 2)
+            # An rc3 long poll of a value that does not change: it would wait 30 s.
+            host_path = f"/tango/rest/rc3/hosts/{control_system.tango_host.replace(':', '/')}"
+            long_poll = asyncio.ensure_future(asyncio.to_thread(
+                http, "GET", f"{main.base}{host_path}/devices/{DEMO_DEVICE}/attributes/"
+                "long64_scalar/change?state=CONTINUATION&timeout=30000", timeout=60))
 
             main.process.send_signal(signal.SIGTERM)
             # Readiness fails at once, on every worker, while the process serves on.
@@ -87,15 +92,13 @@ async def _drain(main: MainProcess, control_system) -> None:
                                     lambda: main.get("/health/ready").status == 503)
             assert set(await asyncio.to_thread(readiness, main)) == {(503, "ShuttingDown")}
             assert main.get("/health/live").status == 200
-            device = (f"/tango/rest/rc3/hosts/{control_system.tango_host.replace(':', '/')}"
-                      f"/devices/{DEMO_DEVICE}/state")
-            assert main.get(device).json()["state"] == "ON"
+            assert main.get(f"{host_path}/devices/{DEMO_DEVICE}/state").json()["state"] == "ON"
             # The streams still flow: new values after readiness failed, no final word yet.
             seen = len(live.of("message")), len(mtango.of("1"))
             await asyncio.to_thread(poll, "values while draining", lambda: len(
                 live.of("message")) > seen[0] + 2 and len(mtango.of("1")) > seen[1] + 2)
             assert not live.of("reconnect") and not mtango.of("reconnect")
-            assert not live.ended and not mtango.ended
+            assert not live.ended and not mtango.ended and not long_poll.done()
 
             # Then the last word, and the end of each stream.
             for stream in streams:
@@ -104,6 +107,10 @@ async def _drain(main: MainProcess, control_system) -> None:
                 last = stream.snapshot()[-1]
                 assert last.event == "reconnect" and last.id == ""  # keeps the Last-Event-ID
                 assert json.loads(last.data)["retry_ms"] == RECONNECT_MS == stream.retry
+            # The long poll is answered as at its timeout, with the value, when its worker stops
+            # (the streams' end), not 30 s after it began.
+            reply = await asyncio.wait_for(long_poll, 10)
+            assert reply.status == 200 and reply.json()["value"] == 2**40 + 1, reply
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await ws.until("the socket closed", lambda _: False, timeout=EXIT_S)
             assert closed.value.rcvd is not None

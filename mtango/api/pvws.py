@@ -22,6 +22,7 @@ Where we do better than pvws:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -373,7 +374,8 @@ async def _serve(client: PvwsClient, ws: Any) -> None:
         if client.stopping:
             # Not Sanic's 1001 (going away) after its graceful timeout: 1012 at once tells the
             # client to come back, as pvws clients (Display Builder, pvws.js) do after any close.
-            await ws.close(WS_SERVICE_RESTART, WS_REASON)
+            with contextlib.suppress(WebsocketClosed, OSError):
+                await ws.close(WS_SERVICE_RESTART, WS_REASON)
         if sender.done() and not sender.cancelled() and sender.exception() is not None:
             log.info("pvws socket %s closed: %s", client.id, sender.exception())
 
