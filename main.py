@@ -121,7 +121,7 @@ def _serve(config: Config, when_ready: Callable[[], None] | None) -> None:
 
     from mtango.app import create_app
 
-    _patch_worker_manager(when_ready)
+    _patch_worker_manager(when_ready, config.shutdown_drain_s)
     loader = AppLoader(factory=partial(create_app, config, "mtango_bridge"))
     app = loader.load()
     app.prepare(
@@ -136,9 +136,10 @@ def _serve(config: Config, when_ready: Callable[[], None] | None) -> None:
 
 
 _when_workers_ready: list[Callable[[], None]] = []
+_drain_s: list[float] = [0.0]
 
 
-def _patch_worker_manager(when_ready: Callable[[], None] | None) -> None:
+def _patch_worker_manager(when_ready: Callable[[], None] | None, drain_s: float = 0.0) -> None:
     """Run ``when_ready`` once every worker has acknowledged its start; hold SIGTERM/SIGINT back
     while Sanic's worker manager talks to its shared state.
 
@@ -153,12 +154,17 @@ def _patch_worker_manager(when_ready: Callable[[], None] | None) -> None:
     calls on one connection and the main process hangs for good (sanic-org/sanic issue 2997; seen
     here with a SIGTERM right after the first answer, and once right after the URL banner). During
     those calls a signal is only noted; it is handled as soon as the call is over.
+
+    SIGTERM drains first (``_draining``): readiness fails at once, the workers stop
+    ``drain_s`` seconds later.
     """
     from sanic.worker.manager import WorkerManager
 
     _when_workers_ready[:] = [when_ready] if when_ready else []
+    _drain_s[0] = drain_s
     if getattr(WorkerManager.wait_for_ack, "_mtango_held", False):
         return
+    _draining(WorkerManager)
     held_wait = _holding_stop_signals(WorkerManager.wait_for_ack)
 
     def wait_for_ack(self: WorkerManager) -> None:
@@ -171,6 +177,45 @@ def _patch_worker_manager(when_ready: Callable[[], None] | None) -> None:
     WorkerManager.wait_for_ack = wait_for_ack  # type: ignore[method-assign]
     for name in ("_sync_states", "_cleanup_non_tracked_workers"):
         setattr(WorkerManager, name, _holding_stop_signals(getattr(WorkerManager, name)))
+
+
+def _draining(manager_class: Any) -> None:
+    """SIGTERM (Kubernetes, docker stop): every worker's ``/health/ready`` answers 503 from now on
+    (``mtango.shutdown``), and the workers go on serving for ``shutdown_drain_s`` while load
+    balancers stop sending new requests and streams; then Sanic's own shutdown stops them (their
+    streams get a final event: ``mtango.app.end_streams``). The manager's monitor loop, which
+    looks for messages ten times a second, starts that shutdown when the time is up: not the
+    signal handler, which must not talk to the manager's shared state (see above), nor a thread.
+    SIGINT, a second SIGTERM, or no drain time: Sanic's shutdown at once."""
+    from mtango.shutdown import mark_stopping
+
+    stop_now = manager_class.shutdown_signal
+    poll = manager_class._poll_monitor
+
+    def shutdown_signal(self: Any, signum: int, frame: Any) -> None:
+        run = os.environ.get("MTANGO_RUN_DIR")
+        if run:
+            mark_stopping(Path(run))
+        draining = getattr(self, "_mtango_drain_until", None) is not None
+        if signum != signal.SIGTERM or draining or self._shutting_down or _drain_s[0] <= 0:
+            stop_now(self, signum, frame)
+            return
+        self._mtango_drain_until = time.monotonic() + _drain_s[0]
+        log.info("SIGTERM: /health/ready answers 503 from now on; serving on for %g s "
+                 "(shutdown_drain_s), then stopping", _drain_s[0])
+
+    # Sanic's shutdown talks to the shared state: a signal meanwhile waits for it to finish.
+    held_stop = _holding_stop_signals(stop_now)
+
+    def poll_monitor(self: Any) -> Any:
+        cycle = poll(self)
+        until = getattr(self, "_mtango_drain_until", None)
+        if until is not None and not self._shutting_down and time.monotonic() >= until:
+            held_stop(self, signal.SIGTERM, None)
+        return cycle
+
+    manager_class.shutdown_signal = shutdown_signal
+    manager_class._poll_monitor = poll_monitor
 
 
 def _holding_stop_signals(method: Callable[..., Any]) -> Callable[..., Any]:

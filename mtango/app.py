@@ -191,7 +191,8 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
         app.ctx.metrics, app.ctx.tango, app.ctx.epics, app.ctx.hub = metrics, tango, epics, hub
         app.ctx.access = Access(config)
         app.ctx.audit = AuditLog(config.audit_log)
-        directory = run_dir()
+        directory = app.ctx.run_dir = run_dir()
+        app.ctx.stopping = False
         app.ctx.subscriptions = SubscriptionStore(directory)
         app.ctx.streams = set()
         app.ctx.worker = Worker(metrics, CleanOrders(directory), tango, epics, hub=hub,
@@ -212,10 +213,15 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
     async def end_streams(app: Sanic) -> None:
         # Before Sanic waits for open connections: streams and long polls would hold it for
         # its whole graceful-shutdown timeout (measured: 10 s per stopping worker, then a
-        # traceback "Event loop stopped before Future completed").
+        # traceback "Event loop stopped before Future completed"). Each open client gets its
+        # last word (mtango.shutdown): SSE streams a "reconnect" event, pvws sockets a 1012
+        # close; long polls answer as at their timeout.
+        app.ctx.stopping = True
         hub = getattr(app.ctx, "hub", None)
         if hub is not None:
             hub.end_listeners()
+        for client in tuple(getattr(app.ctx, "streams", ())):
+            client.end()
 
     @app.after_server_stop
     async def stop_backends(app: Sanic) -> None:

@@ -62,6 +62,12 @@ sse_heartbeat_s = 15.0
 # is one a second for scalars and one every 10 s for arrays.
 pvws_max_rate_hz = 10.0
 
+# Stopping (SIGTERM: Kubernetes, docker stop, systemd): /health/ready answers 503 at once and the
+# bridge serves on for this many seconds, so that load balancers stop sending it new requests and
+# streams; then streams get a final "reconnect" event, WebSockets close with 1012, long polls
+# answer, and the process exits. 0: stop at once. SIGINT (Ctrl-C) and a second SIGTERM stop at once.
+shutdown_drain_s = 5.0
+
 # Caches (entries). Proxies are cheap to keep and costly (about 1 ms) to build.
 device_cache_size = 256
 attribute_cache_size = 2048

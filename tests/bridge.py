@@ -146,6 +146,10 @@ class MainProcess:
                  "--port", str(self.port), *args],
                 env=env, cwd=str(root), stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # A process group of its own, as in a container: a stop signal that comes while
+                # Sanic is stopping makes it SIGKILL its workers' whole process group, which
+                # would otherwise be the test runner's.
+                start_new_session=True,
             )
 
     def wait_ready(self, path: str = "/tango/rest/rc3/hosts", timeout: float = 60.0) -> Reply:
@@ -171,6 +175,13 @@ class MainProcess:
 
 
 def child_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without any bridge setting, plus ``extra``. SIGTERM stops
+    at once (``shutdown_drain_s`` 0) unless ``extra`` says otherwise: tests/test_shutdown.py is
+    about the drain, the others should not wait for it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TANGO_", "EPICS_", "MTANGO_"))}
+    env[NO_DRAIN] = "0"
     env.update(extra)
     return env
+
+
+NO_DRAIN = "MTANGO_SHUTDOWN_DRAIN_S"

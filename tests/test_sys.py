@@ -193,3 +193,29 @@ def test_percentiles_interpolate_within_histogram_buckets() -> None:
     assert percentile([(0.1, 0.0), (float("inf"), 0.0)], 0.5) is None
     # Everything past the last finite bound: the bound is the best estimate there is.
     assert percentile([(0.1, 0.0), (float("inf"), 10.0)], 0.9) == pytest.approx(0.1)
+
+
+def test_ready_is_503_shutting_down_once_the_server_stops(bridge) -> None:
+    """The marker main.py leaves on SIGTERM (tests/test_shutdown.py runs the real sequence):
+    every check is skipped, the answer is the documented NotReady body."""
+    import jsonschema
+    import yaml
+
+    from mtango.api.swagger import SWAGGER_DIR
+    from mtango.shutdown import STOPPING_FILE
+
+    marker = bridge.app.ctx.run_dir / STOPPING_FILE
+    marker.touch()
+    try:
+        reply = bridge.get("/health/ready")
+        assert bridge.get("/health/live").status == 200
+    finally:
+        marker.unlink()
+    assert reply.status == 503
+    body = reply.json()
+    assert body["checks"] == {"shutdown": "stopping"}
+    assert [e["reason"] for e in body["errors"]] == ["ShuttingDown"]
+    spec = yaml.safe_load((SWAGGER_DIR / "ops.yaml").read_text())
+    jsonschema.validate(body, {"$ref": "#/components/schemas/NotReady",
+                               "components": spec["components"]})
+    assert bridge.get("/health/ready").status == 200

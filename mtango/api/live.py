@@ -46,6 +46,7 @@ from mtango.epics import convert as epics_convert
 from mtango.epics.events import PvUpdate, epics_key
 from mtango.errors import bad_request
 from mtango.live.hub import ClientQueue, Event, Hub, Key
+from mtango.shutdown import SSE_RECONNECT
 from mtango.tango.events import check_event_type, tango_key
 
 PREFIX = "/live"
@@ -124,6 +125,10 @@ class LiveStream:
     def mark_stale(self) -> None:
         """mTango subscriptions changed: nothing to do for this stream."""
 
+    def end(self) -> None:
+        """The worker is stopping: the stream sends its final event and ends."""
+        self.queue.end()
+
     def message(self, key: Key, event: Event) -> str:
         first = key not in self.sent
         if event.error:
@@ -167,7 +172,10 @@ class LiveStream:
         while True:
             batch = await self.queue.take(max(0.0, next_beat - time.monotonic()))
             if self.queue.ended:
-                return  # the worker is stopping; the client reconnects after ``retry``
+                # The worker is stopping: the client reconnects with its Last-Event-ID and gets
+                # the latest value of every target at once (here restarted, or elsewhere).
+                await response.send(SSE_RECONNECT)
+                return
             out = [self.messages(batch)]
             if time.monotonic() >= next_beat:
                 out.append(HEARTBEAT)

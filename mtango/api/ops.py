@@ -1,7 +1,8 @@
 """``/metrics`` and ``/health/*``: for Prometheus and container orchestrators (not under app_base).
 
 ``/health/live`` says the process answers HTTP. ``/health/ready`` says it can do its job: the
-configured Tango database answers and, when EPICS is configured, the Channel Access context is up.
+configured Tango database answers and, when EPICS is configured, the Channel Access context is up;
+from SIGTERM on it answers 503 ``ShuttingDown`` (``mtango.shutdown``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from sanic.response import HTTPResponse
 
 from mtango.api.common import Route, make_blueprint, respond
 from mtango.errors import ApiError, ErrorEntry, failure_body
+from mtango.shutdown import is_stopping
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -25,6 +27,14 @@ async def live(request: Request) -> HTTPResponse:
 
 
 async def ready(request: Request) -> HTTPResponse:
+    ctx = request.app.ctx
+    if getattr(ctx, "stopping", False) or is_stopping(getattr(ctx, "run_dir", None)):
+        # SIGTERM came: load balancers are to send nothing new (mtango.shutdown); the process
+        # still serves what comes meanwhile.
+        problem = ErrorEntry("ShuttingDown", "the bridge is shutting down (SIGTERM); "
+                             "send requests to another replica", "ERR", "/health/ready")
+        return respond(request, failure_body([problem], checks={"shutdown": "stopping"}),
+                       status=503)
     checks: dict[str, str] = {}
     problems: list[ErrorEntry] = []
     config = request.app.ctx.config

@@ -22,6 +22,7 @@ Where we do better than pvws:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -43,6 +44,7 @@ from mtango.epics.events import PvUpdate, epics_key
 from mtango.errors import ApiError, bad_request
 from mtango.live.hub import Event, Hub, Key
 from mtango.security.guard import WriteTarget, audited_write
+from mtango.shutdown import WS_REASON, WS_SERVICE_RESTART
 
 log = logging.getLogger("mtango")
 
@@ -116,6 +118,7 @@ class PvwsClient:
         self.sent = 0
         self.coalesced = 0
         self.closed = False
+        self.stopping = False  # ``end``: the worker stops
         self._wake = asyncio.Event()
 
     # -- the hub ---------------------------------------------------------------------------------
@@ -127,7 +130,8 @@ class PvwsClient:
         self._wake.set()
 
     def end(self) -> None:
-        """The worker is stopping."""
+        """The worker is stopping: the socket is closed with 1012 (service restart)."""
+        self.stopping = True
         self.closed = True
         self._wake.set()
 
@@ -367,6 +371,11 @@ async def _serve(client: PvwsClient, ws: Any) -> None:
         if receive is not None:
             receive.cancel()
         sender.cancel()
+        if client.stopping:
+            # Not Sanic's 1001 (going away) after its graceful timeout: 1012 at once tells the
+            # client to come back, as pvws clients (Display Builder, pvws.js) do after any close.
+            with contextlib.suppress(WebsocketClosed, OSError):
+                await ws.close(WS_SERVICE_RESTART, WS_REASON)
         if sender.done() and not sender.cancelled() and sender.exception() is not None:
             log.info("pvws socket %s closed: %s", client.id, sender.exception())
 

@@ -33,6 +33,7 @@ from mtango.api.common import (
 from mtango.errors import ApiError, ErrorEntry, FailureKind, bad_request, not_found
 from mtango.live.hub import ClientQueue, Event, Hub, Key
 from mtango.live.subscriptions import Subscription, SubscriptionStore, public
+from mtango.shutdown import SSE_RECONNECT
 from mtango.tango.events import check_event_type, tango_key
 
 PREFIX = "/tango/subscriptions"
@@ -234,6 +235,10 @@ class EventStream:
         self.stale = True
         self.queue.wake()
 
+    def end(self) -> None:
+        """The worker is stopping: the stream sends its final event and ends."""
+        self.queue.end()
+
     def close(self) -> None:
         for key in self.keys:
             self.hub.unlisten(key, self.queue)
@@ -246,7 +251,10 @@ class EventStream:
         while True:
             batch = await self.queue.take(max(0.0, next_beat - time.monotonic()))
             if self.queue.ended:
-                return  # the worker is stopping; the client reconnects after ``retry``
+                # The worker is stopping: the client reconnects (it will find the subscription
+                # gone if another replica answers, and make a new one, as waltz does).
+                await response.send(SSE_RECONNECT)
+                return
             out = []
             if self.stale:
                 self.stale = False
