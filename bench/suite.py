@@ -1,4 +1,4 @@
-"""Benchmark suite: the bridge next to the peers users would pick instead (issue 12, first slice).
+"""Benchmark suite: the bridge next to the peers users would pick instead (issue 12).
 
 Run ``scripts/bench.sh [--rounds 3] [--duration 5] [--workers 1]`` (it sets up ``.venv`` first), or
 ``.venv/bin/python bench/suite.py ...``. Everything is measured in this one run, on this machine:
@@ -109,93 +109,70 @@ deliveries/s (per worker: the default is one), SSE and pvws p99 <= 100 ms, SSE a
 deliveries/s within 100 ms >= 5 x TangoGQL's with as many clients, and SSE >= 5 x TangoGQL with
 100 clients (as many as it keeps up with). A target not met is reported, never an error.
 
-Measured on the development machine (2 cores, 24 GiB, shared by the demo device server, the bridge,
-the peer and the load generator; load average 1.1 before, 1.3 after) at commit f2e7858,
+Measured on the development machine (a 2-core x86_64 virtual machine, 24 GiB, shared by the demo
+device server, the IOCs, the bridge, the peer and the load generator) at commit cd193f4,
 ``scripts/bench.sh --rounds 2 --duration 5``, wrk 4.1.0 (Debian's package), TangoGQL 2.3.0 on
-uvicorn 0.54.0, one worker each. The memory row is the median of two cumulative rounds: round 1
-114 MB after warm-up, 117 MB after the 20,000 attributes, 264 MB after the 20,000 PVs, 231 MB once
-their channels were given up; round 2 225 -> 225 -> 266 -> 256 MB.
+uvicorn 0.54.0, pyepics 3.5.10, one worker each, load average 0.8 before and 1.3 after (the
+README's "Performance" has the figures of the other runs of that day and the figures before the
+work of issue 12):
 
 case                                                          req/s  x base  p50 ms  p99 ms  srv CPU
-baseline: GET /tango/rest, 64 conn                            11890    1.00    5.17   21.42     100%
-direct PyTango client, asyncio, 16 tasks                      15366    1.29    0.96    2.51        -
-rc3 double_scalar/value, 1 conn                                2503    0.21    0.38    1.02      80%
-TangoGQL double_scalar value, 1 conn                            745    0.06    1.26   21.62      96%
-rc3 double_scalar/value, 64 conn                              10135    0.85    6.19    8.52      99%
-TangoGQL double_scalar value, 64 conn                           686    0.06   90.42  163.38     102%
-rc3 10-attribute value read, 64 conn                           8530    0.72    7.44    9.38      95%
-TangoGQL 10 attributes, 64 conn                                 378    0.03  168.61  262.12      96%
-rc3 double_scalar/value?max_age=60000 (events), 64 conn        9684    0.81    6.45   15.11     100%
-rc3 PUT long_scalar_w/value?v=7 (audited), 64 conn             1828    0.15   34.96   44.19      99%
-  audit 1827 lines/s
-direct PyTango write_attribute, 16 tasks                       6673    0.56    2.31    5.44        -
-rc3 PUT commands/DevDouble 3.5 (audited), 64 conn              1709    0.14   36.20   65.65     104%
-  audit 1704 lines/s
-direct PyTango command_inout, 16 tasks                         7943    0.67    1.90    4.81        -
-rc3 double_scalar at 100/s, 16 on slow_scalar                   100    0.01    0.94    1.84        -
-  unloaded p99 1.92 ms
-20000 unknown attributes + 20000 unknown PVs: RSS              1364    0.11    5.60   30.45        -
-  worker RSS 114 -> 171 (attrs) -> 265 MB (2.33x); 243 MB once the PV channels are given up
+baseline: GET /tango/rest, 64 conn                            14751    1.00    3.91   56.87     100%
+direct PyTango client, asyncio, 16 tasks                      12446    0.84    1.18    3.24        -
+rc3 double_scalar/value, 1 conn                                2310    0.16    0.40    1.54      75%
+TangoGQL double_scalar value, 1 conn                            520    0.04    1.71   63.08      95%
+rc3 double_scalar/value, 64 conn                              15608    1.06    3.81    7.68     100%
+TangoGQL double_scalar value, 64 conn                           528    0.04  118.50  211.91     102%
+rc3 10-attribute value read, 64 conn                           9449    0.64    6.34   12.05      98%
+TangoGQL 10 attributes, 64 conn                                 202    0.01  308.10  617.34      96%
+rc3 double_scalar/value?max_age=60000 (events), 64 conn        9599    0.65    6.44   31.27     100%
+SSE subscription stream pushed_counter, 1100 clients          11000    0.75   22.42   45.05      34%
+  source 9.95 events/s, 101% of that x clients delivered, 11000/s within 100 ms; client CPU 31%
+pvws WebSocket, PV bench:fast (EPICS), 1100 clients           10914    0.74   30.08   77.48      46%
+  source 9.86 events/s, 101% of that x clients delivered, 10914/s within 100 ms; client CPU 50%
+TangoGQL subscription pushed_counter, 100 clients              1000    0.07   10.31   22.22      13%
+  source 9.94 events/s, 101% of that x clients delivered, 1000/s within 100 ms; client CPU 7%
+TangoGQL subscription pushed_counter, 1100 clients             6643    0.45 7603.95 8864.23     100%
+  source 9.93 events/s, 61% of that x clients delivered, 0/s within 100 ms; client CPU 39%
+rc3 PUT long_scalar_w/value?v=7 (audited), 64 conn             1420    0.10   44.25   68.44      90%
+  audit 1417 lines/s
+direct PyTango write_attribute, 16 tasks                       5957    0.40    2.52    7.03        -
+rc3 PUT commands/DevDouble 3.5 (audited), 64 conn              1274    0.09   48.36  117.86     100%
+  audit 1271 lines/s
+direct PyTango command_inout, 16 tasks                         4877    0.33    3.06    8.28        -
+rc3 double_scalar at 100/s, 16 on slow_scalar                   100    0.01    1.27    2.49        -
+  unloaded p99 2.44 ms
+rc3 big_spectrum/value (1,000,000 doubles), 1 conn               33    0.00   29.25   40.34      92%
+  JSON 644 MB/s (19.6 MB a body); numpy tobytes() 46886 MB/s; ratio 0.0138
+rc3 big_image/value (1000x1000 doubles), 1 conn                  33    0.00   29.68   39.61      92%
+  JSON 641 MB/s (19.6 MB a body); numpy tobytes() 51677 MB/s; ratio 0.0124
+EPICS bench:double (monitored) pvs/.../value, 1 conn           6281    0.43    0.15    0.81      73%
+EPICS bench:double (monitored) pvs/.../value, 64 conn         11532    0.78    5.04   11.43     100%
+EPICS 1000 PVs, one POST, cold (fresh bridge)                     5    0.00  189.70  189.70        -
+  189.7 ms a read of 1000.0 PVs; pyepics caget_many 118.6 ms; bridge / pyepics 1.60
+EPICS 1000 PVs, one POST, warm (monitored)                      121    0.01    8.96   13.44        -
+  9.0 ms a read of 1000.0 PVs; pyepics caget_many 49.4 ms; bridge / pyepics 0.18
+20000 unknown attributes + 20000 unknown PVs: RSS              1498    0.10    5.18   10.49        -
+  worker RSS 222 -> 229 (attrs) -> 231 MB (1.04x); 231 MB once the PV channels are given up
 targets (ratios of this run):
-  rc3 scalar, 64 conn / direct PyTango client                0.66  (target >= 0.8) NOT met
-  rc3 scalar, 1 conn / TangoGQL                              3.36  (target >= 5) NOT met
-  rc3 scalar, 64 conn / TangoGQL                            14.78  (target >= 5) met
-  rc3 10-attribute read / TangoGQL                          22.56  (target >= 5) met
-  rc3 read from events / baseline                            0.81  (target >= 0.7) met
-  healthy p99 with slow_scalar hammered / unloaded           0.96  (target <= 2) met
-  worker RSS after 20k+20k unknown names / after warm-up     2.33  (target <= 1.2) NOT met
-
-Cases 6 and 9 at commit 9ed768c, ``scripts/bench.sh --rounds 3 --duration 5 --cases baseline,
-large_spectrum,large_image,epics_pv_1,epics_pv_64,epics_1000_cold,epics_1000_warm``, pyepics
-3.5.10, on the same machine while other benchmarks ran on it (load average 3.5 before, 8.5 after:
-low, noisy figures; the cold read's rounds were 239, 1500 (as the load peaked) and 147 ms):
-
-case                                                          req/s  x base  p50 ms  p99 ms  srv CPU
-baseline: GET /tango/rest, 64 conn                             9696    1.00    5.98   40.63      92%
-rc3 big_spectrum/value (1,000,000 doubles), 1 conn               25    0.00   35.98   82.62      62%
-  JSON 500 MB/s (19.6 MB a body); numpy tobytes() 35983 MB/s; ratio 0.0139
-rc3 big_image/value (1000x1000 doubles), 1 conn                  30    0.00   30.51   59.97      72%
-  JSON 588 MB/s (19.6 MB a body); numpy tobytes() 41612 MB/s; ratio 0.0142
-EPICS bench:double (monitored) pvs/.../value, 1 conn           6463    0.67    0.10   11.42      64%
-EPICS bench:double (monitored) pvs/.../value, 64 conn          8570    0.88    6.71   57.73      77%
-EPICS 1000 PVs, one POST, cold (fresh bridge)                     4    0.00  238.79  238.79        -
-  238.8 ms a read of 1000 PVs; pyepics caget_many 120.2 ms; bridge / pyepics 1.99
-EPICS 1000 PVs, one POST, warm (monitored)                      164    0.02    6.12   25.31        -
-  6.1 ms a read of 1000 PVs; pyepics caget_many 38.8 ms; bridge / pyepics 0.13
-  1M spectrum: JSON MB/s / tobytes() MB/s                  0.0139  (target >= 0.25) NOT met
-  1000x1000 image: JSON MB/s / tobytes() MB/s              0.0142  (target >= 0.25) NOT met
-  EPICS monitored PV, 64 conn / baseline                     0.88  (target >= 0.7) met
-  EPICS 1000 PVs cold, ms                                  238.79  (target <= 400) met
-  EPICS 1000 PVs warm, ms                                    6.12  (target <= 40) met
-
-Case 8 (events), at commit acd6d02, ``scripts/bench.sh --rounds 2 --duration 5 --cases
-events_sse,events_ws,tangogql_events_few,tangogql_events`` (load average 1.5 before, 1.8 after;
-other work shared the machine; JSON in ``bench/results/suite_events.json``), one worker each:
-
-case                                                          req/s  x base  p50 ms  p99 ms  srv CPU
-SSE subscription stream pushed_counter, 1000 clients          10000     nan   19.72   44.95      27%
-  source 9.95 events/s, 101% of that x clients delivered, 10000/s within 100 ms; client CPU 25%
-pvws WebSocket, PV bench:fast (EPICS), 1000 clients            9916     nan   22.94   72.24      38%
-  source 9.87 events/s, 100% of that x clients delivered, 9916/s within 100 ms; client CPU 38%
-TangoGQL subscription pushed_counter, 100 clients               989     nan    8.95   21.21      11%
-  source 9.96 events/s, 99% of that x clients delivered, 989/s within 100 ms; client CPU 6%
-TangoGQL subscription pushed_counter, 1000 clients             7013     nan 2313.04 2965.43      85%
-  source 9.93 events/s, 71% of that x clients delivered, 0/s within 100 ms; client CPU 35%
-  SSE event deliveries/s                                    10000  (target >= 10000) met
-  SSE event delay p99, ms                                   44.95  (target <= 100) met
-  pvws (PV) event delay p99, ms                             72.24  (target <= 100) met
-  SSE event deliveries/s / TangoGQL subscriptions            1.43  (target >= 5) NOT met
-  pvws (PV) deliveries/s / TangoGQL subscriptions            1.41  (target >= 5) NOT met
-  SSE deliveries/s / TangoGQL, 100 clients (keeps up)       10.11  (target >= 5) met
-
-(x base is nan: the baseline case was not in that run.) With 1000 clients TangoGQL took 12 to 15
-s to accept them and delivered 71% of the events, 2 to 3 s late (none within 100 ms; in an
-earlier run under load average 3 to 5, 4 to 25 s late): its deliveries/s are within 1.5x of the
-bridge's only because the bridge's are capped by what the source offers (10 Hz x 1000), so the
-same-count ratio cannot reach 5 unless TangoGQL delivers under 20% of it. The source's rate is
-measured from the time stamps, so a share may show 101%. The demo device pushes every 100 ms
-plus the push's own time (9.95/s), the IOC's ``fast`` PV changes at about 9.9/s; pvws' own rate
-limit (``pvws_max_rate_hz``, 10) is above that.
+  rc3 scalar, 64 conn / direct PyTango client                1.25  (target >= 0.8) met
+  rc3 scalar, 1 conn / TangoGQL                              4.44  (target >= 5) NOT met
+  rc3 scalar, 64 conn / TangoGQL                            29.56  (target >= 5) met
+  rc3 10-attribute read / TangoGQL                          46.68  (target >= 5) met
+  rc3 read from events / baseline                            0.65  (target >= 0.7) NOT met
+  healthy p99 with slow_scalar hammered / unloaded           1.02  (target <= 2) met
+  worker RSS after 20k+20k unknown names / after warm-up     1.04  (target <= 1.2) met
+  1M spectrum: JSON MB/s / tobytes() MB/s                  0.0138  (target >= 0.25) NOT met
+  1000x1000 image: JSON MB/s / tobytes() MB/s              0.0124  (target >= 0.25) NOT met
+  EPICS monitored PV, 64 conn / baseline                     0.78  (target >= 0.7) met
+  EPICS 1000 PVs cold, ms                                  189.70  (target <= 400) met
+  EPICS 1000 PVs warm, ms                                    8.96  (target <= 40) met
+  SSE event deliveries/s                                   11000.00  (target >= 10000) met
+  SSE event delay p99, ms                                   45.05  (target <= 100) met
+  pvws (PV) event delay p99, ms                             77.48  (target <= 100) met
+  SSE deliveries/s within 100 ms / TangoGQL's                 inf  (target >= 5) met
+  pvws (PV) deliveries/s within 100 ms / TangoGQL's           inf  (target >= 5) met
+  SSE deliveries/s / TangoGQL, 100 clients (keeps up)       11.00  (target >= 5) met
 """
 
 from __future__ import annotations
