@@ -95,7 +95,7 @@ class _Targets:
         hung: Callable[[float], ApiError], timed_out: Callable[[], ApiError],
     ) -> T:
         """``call()`` in ``executor`` within the device's share of it, answered within
-        ``timeout``. The thread's outcome reaches the loop in one hop (``_answer``) and wakes
+        ``timeout``. The thread's outcome reaches the loop in one hop (``answered``) and wakes
         this task once: ``run_in_executor`` + ``shield`` + ``wait_for`` took about eight turns
         of the event loop per call (strace: 12 ``epoll_pwait`` per live read on one connection)."""
         loop = asyncio.get_running_loop()
@@ -129,17 +129,29 @@ class _Targets:
                 # On the loop, whatever happened to the caller: the thread is free again.
                 target.semaphore.release()
                 self._release(key, target)
-                if waiter.done():
-                    done.exception()  # retrieved: an abandoned call's failure is not logged
-                elif done.cancelled():
+                if done.cancelled():  # the pool was shut down before the call ran
                     waiter.cancel()
+                elif waiter.done():
+                    done.exception()  # retrieved: an abandoned call's failure is not logged
                 elif (error := done.exception()) is not None:
                     waiter.set_exception(error)
                 else:
                     waiter.set_result(done.result())
 
-            executor.submit(call).add_done_callback(
-                lambda done: loop.call_soon_threadsafe(answered, done))
+            try:
+                submitted = executor.submit(call)
+            except RuntimeError:  # the pool is shut down: the worker is stopping
+                target.semaphore.release()
+                raise _closed() from None
+
+            def hand_over(done: concurrent.futures.Future[T]) -> None:
+                # In the pool's thread. A loop already closed (the worker has stopped): dropped.
+                try:
+                    loop.call_soon_threadsafe(answered, done)
+                except RuntimeError:
+                    pass
+
+            submitted.add_done_callback(hand_over)
             thread_started = True
             remaining = max(timeout - (loop.time() - started), 0)
             timer = loop.call_later(remaining, _expire, waiter)
@@ -170,6 +182,11 @@ class _Targets:
         if target.hung_since is None:
             target.hung_since = loop.time()
         target.retry_at = loop.time() + HUNG_RETRY_S
+
+
+def _closed() -> ApiError:
+    return ApiError(ErrorEntry("TangoBackendClosed", "the Tango backend is not running", "ERR",
+                               "TangoBackend.call"), 503)
 
 
 class _Expired(Exception):
@@ -298,8 +315,7 @@ class TangoBackend:
         what = _target_name(key)
         try:
             if self._executor is None:
-                raise ApiError(ErrorEntry("TangoBackendClosed", "the Tango backend is not "
-                                          "running", "ERR", "TangoBackend.call"), 503)
+                raise _closed()
             result = await self.targets.run(
                 key, self._executor, call, max(budget, 0.0),
                 hung=lambda ago: _timeout_error(
