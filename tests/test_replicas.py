@@ -9,6 +9,8 @@ demo stack (README, "Several replicas behind a load balancer").
   (``/live/stream``, an mTango subscription) and a pvws WebSocket reconnect and carry on with the
   latest values; of the writes sent meanwhile, every acknowledged one was applied exactly once,
   none twice, and the last acknowledged one is the value left.
+- A write that meets a replica just gone is answered 502 and applied nowhere: nginx does not
+  send it on to another replica (it would, a PUT, without the write location).
 - mTango subscriptions created, extended and streamed through the load balancer stay on the
   replica that holds them (the ``/tango/subscriptions`` location hashes on the client address).
 
@@ -374,6 +376,33 @@ def test_a_killed_replica_fails_no_read(cluster: Cluster) -> None:
           f"{max(o.ended - o.started for o in outcomes) * 1000:.0f} ms; readiness "
           f"{Counter(readiness)}")
     cluster.all_up()  # the victim again
+
+
+def test_a_write_is_never_sent_to_a_second_replica(cluster: Cluster) -> None:
+    """nginx would send a PUT (idempotent for HTTP) on to another replica even after the first
+    may have applied it; the write location forbids that: a write that meets a replica just gone
+    is answered 502, and was applied nowhere."""
+    cluster.all_up()
+    victim = cluster.replicas[1]
+    url = f"{cluster.nginx.base}{cluster.device}/attributes/long_scalar_w/value"
+    os.killpg(victim.pid(), signal.SIGKILL)
+    assert victim.main is not None
+    victim.main.process.wait(10)
+    try:
+        # Round robin over three: one of three writes in a row is sent to the victim.
+        replies = {value: http("PUT", f"{url}?v={value}") for value in range(5_000_001, 5_000_004)}
+        failed = {v: r for v, r in replies.items() if r.status != 200}
+        assert len(failed) == 1, {v: (r.status, r.headers.get(UPSTREAM_HEADER))
+                                  for v, r in replies.items()}
+        ((value, reply),) = failed.items()
+        assert reply.status == 502 and reply.headers[UPSTREAM_HEADER] == victim.address
+        assert all(r.headers[UPSTREAM_HEADER] != victim.address
+                   for r in replies.values() if r.status == 200)
+        sent = [e["sent"] for e in audited(cluster)]
+        assert value not in sent
+        assert all(sent.count(v) == 1 for v in replies if v != value)
+    finally:
+        cluster.all_up()
 
 
 # -- a rolling restart --------------------------------------------------------------------------
