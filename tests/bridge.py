@@ -136,8 +136,10 @@ class MainProcess:
     """``python main.py ...`` as a child process, stopped with SIGTERM like a container would."""
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path,
-                 python: str = sys.executable, root: Path = ROOT) -> None:
-        self.port = free_port()
+                 python: str = sys.executable, root: Path = ROOT, port: int | None = None) -> None:
+        """``port``: the one to listen on (a replica restarted where its load balancer expects
+        it); a free one by default."""
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
         with open(log, "wb") as out:
