@@ -154,6 +154,8 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
             # Long-polling answers may take 30 s; a slow Tango call is bounded by its timeout.
             "RESPONSE_TIMEOUT": max(60, 4 * config.tango_timeout_ms // 1000),
             "REQUEST_MAX_SIZE": max_body_bytes(config),
+            # X-Forwarded-* believed from this many proxies (0: none; Sanic's own parsing).
+            "PROXIES_COUNT": config.proxies_count or None,
         }
     )
     app.ctx.config = config

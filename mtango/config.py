@@ -51,6 +51,7 @@ class Config:
     sse_heartbeat_s: float = _defaults.sse_heartbeat_s
     pvws_max_rate_hz: float = _defaults.pvws_max_rate_hz
     shutdown_drain_s: float = _defaults.shutdown_drain_s
+    proxies_count: int = _defaults.proxies_count
     device_cache_size: int = _defaults.device_cache_size
     attribute_cache_size: int = _defaults.attribute_cache_size
     attribute_cache_ttl: float = _defaults.attribute_cache_ttl
@@ -291,6 +292,8 @@ def validate(config: Config) -> Config:
         problems.append("tango_max_age_ms must not be negative")
     if not 0 <= config.shutdown_drain_s <= 3600:
         problems.append("shutdown_drain_s must be between 0 and 3600")
+    if not 0 <= config.proxies_count <= 10:
+        problems.append("proxies_count must be between 0 and 10")
     for name in ("events_linger_s", "subscription_idle_s", "sse_heartbeat_s", "pvws_max_rate_hz"):
         if not getattr(config, name) > 0:
             problems.append(f"{name} must be positive")

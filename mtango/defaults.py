@@ -68,6 +68,13 @@ pvws_max_rate_hz = 10.0
 # answer, and the process exits. 0: stop at once. SIGINT (Ctrl-C) and a second SIGTERM stop at once.
 shutdown_drain_s = 5.0
 
+# Proxies in front of the bridge whose X-Forwarded-For / X-Forwarded-Proto / X-Forwarded-Host it
+# believes (nginx, an ingress: 1). 0: none is believed, the address of a request is its socket's
+# peer (a client could otherwise write any address into the audit log). With 1, the audit log
+# and the error log name the client the proxy saw, and links follow the proxy's scheme and host
+# (https behind a proxy that terminates TLS).
+proxies_count = 0
+
 # Caches (entries). Proxies are cheap to keep and costly (about 1 ms) to build.
 device_cache_size = 256
 attribute_cache_size = 2048

@@ -51,3 +51,31 @@ def test_two_workers_append_whole_lines(control_system, tmp_path) -> None:
         assert all(e["protocol"] == "rc3" and e["action"] == "attribute" for e in entries)
     finally:
         main.stop()
+
+
+def test_forwarded_headers_are_believed_only_from_configured_proxies(control_system,
+                                                                     tmp_path) -> None:
+    """Behind a proxy (``proxies_count: 1``) the audit names the client the proxy saw and links
+    follow its scheme; without it, a client cannot write another address into the audit log."""
+    from mtango.config import Config
+    from tests.bridge import InProcessBridge
+
+    forwarded = {"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "https"}
+    device = f"/tango/rest/rc3/hosts/{control_system.tango_host.replace(':', '/')}/devices/" \
+             "sys/tg_test/1"
+    seen = {}
+    for count in (0, 1):
+        audit = tmp_path / f"audit{count}.jsonl"
+        bridge = InProcessBridge(Config(tango_host=control_system.tango_host,
+                                        audit_log=str(audit), proxies_count=count)).start()
+        try:
+            reply = http("PUT", f"{bridge.base}{device}/attributes/long_scalar_w/value?v=5",
+                         headers=forwarded)
+            assert reply.status == 403  # writes off: refused, and audited
+            line = poll("the audit line", lambda: audit.exists() and audit.read_text())
+            links = http("GET", f"{bridge.base}{device}", headers=forwarded).json()
+            seen[count] = (json.loads(line.splitlines()[0])["address"],
+                           links["attributes"].split("://")[0])
+        finally:
+            bridge.stop()
+    assert seen == {0: ("127.0.0.1", "http"), 1: ("198.51.100.7", "https")}
