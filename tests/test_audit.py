@@ -72,7 +72,8 @@ def test_forwarded_headers_are_believed_only_from_configured_proxies(control_sys
             reply = http("PUT", f"{bridge.base}{device}/attributes/long_scalar_w/value?v=5",
                          headers=forwarded)
             assert reply.status == 403  # writes off: refused, and audited
-            line = poll("the audit line", lambda: audit.exists() and audit.read_text())
+            line = poll("the audit line",
+                        lambda log=audit: log.exists() and log.read_text())
             links = http("GET", f"{bridge.base}{device}", headers=forwarded).json()
             seen[count] = (json.loads(line.splitlines()[0])["address"],
                            links["attributes"].split("://")[0])
