@@ -74,12 +74,7 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from websockets.client import ClientProtocol  # noqa: E402
-from websockets.frames import Close, Opcode  # noqa: E402
-from websockets.http11 import Response  # noqa: E402
-from websockets.protocol import State  # noqa: E402
-from websockets.uri import parse_uri  # noqa: E402
-
+from bench import stream_clients  # noqa: E402
 from bench.live_bench import (  # noqa: E402
     CLK_TCK,
     collect_window,
@@ -88,6 +83,7 @@ from bench.live_bench import (  # noqa: E402
     rss_mb,
     worker_pid,
 )
+from bench.stream_clients import StreamClient  # noqa: E402
 from mtango.demo.ioc import start_ioc  # noqa: E402
 from tests.bridge import MainProcess, child_env, poll  # noqa: E402
 
@@ -156,102 +152,66 @@ class Window:
         return False
 
 
-class Client(asyncio.Protocol):
-    """One connection watching ``names``; ``opened`` resolves after the handshake, ``ready``
-    once the first update of every name has come."""
+class Client(StreamClient):
+    """One connection watching ``names``; ``ready`` once the first update of every name has
+    come (``first``)."""
 
-    def __init__(self, names: list[str], window: Window) -> None:
-        loop = asyncio.get_running_loop()
-        self.names = names
-        self.window = window
-        self.opened: asyncio.Future[None] = loop.create_future()
-        self.ready: asyncio.Future[None] = loop.create_future()
-        self.transport: Any = None
-        self.stamps: dict[str, list[int]] = {}  # per PV: [seconds, nanos] as merged so far
-        self.counted = 0  # updates received in the window
-        self.problems: list[str] = []  # unexpected messages (errors, disconnections)
-        self.problem_count = 0
-        self.lost: str | None = None  # why the connection ended before we closed it
-        self.closing = False
+    names: list[str]
+    window: Window
+    stamps: dict[str, list[int]]  # per PV: [seconds, nanos] as merged so far
 
-    def fail(self, why: str) -> None:
-        for future in (self.opened, self.ready):
-            if not future.done():
-                future.set_exception(RuntimeError(why))
-        if self.transport is not None:
-            self.transport.close()
-
-    def problem(self, what: str) -> None:
-        self.problem_count += 1
-        if len(self.problems) < 3:
-            self.problems.append(what[:300])
+    def watch(self, names: list[str], window: Window) -> None:
+        self.names, self.window, self.stamps = names, window, {}
 
     def first(self, name: str) -> None:
         if len(self.stamps) == len(self.names) and not self.ready.done():
             self.ready.set_result(None)
 
-    def close(self) -> None:
-        self.closing = True
-        if self.transport is not None:
-            self.transport.close()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closing:
-            self.lost = self.lost or f"connection lost: {exc!r}"
-            self.fail(self.lost)
+# One SSE message of a PV value: its target and the value's time stamp (compact JSON, fixed key
+# order: target, kind, first, connected, value{name, ..., timestamp, seconds, nanos, ...}).
+_SSE_VALUE = re.compile(
+    rb'\ndata: \{"target":"((?:[^"\\]|\\.)*)","kind":"pv","first":(?:true|false),'
+    rb'"connected":true,"value":\{[^\n]*?"seconds":(\d+),"nanos":(\d+)')
+_SSE_DATA = re.compile(rb"\ndata: ")
 
 
-class PvwsClient(Client):
+class SseClient(Client, stream_clients.SseClient):
+    """An EventSource-like client of ``/live/stream``."""
+
+    def __init__(self, port: int, path: str, names: list[str], window: Window) -> None:
+        super().__init__(f"127.0.0.1:{port}", path)
+        self.watch(names, window)
+
+    def messages(self, now: float, data: bytes, end: int) -> None:
+        values = 0
+        for match in _SSE_VALUE.finditer(data, 0, end):
+            values += 1
+            name = match.group(1).decode()
+            if name not in self.stamps:
+                self.stamps[name] = [0, 0]
+                self.first(name)
+            if self.window.record(now, int(match.group(2)), int(match.group(3))):
+                self.counted += 1
+        others = len(_SSE_DATA.findall(data, 0, end)) - values
+        if others:
+            self.problem(f"{others} messages that are not a value: "
+                         f"{data[max(0, end - 302):end - 2]!r}")
+
+
+class PvwsClient(Client, stream_clients.WsClient):
     """A pvws client: one ``subscribe`` of every name, then updates merged per PV."""
 
     def __init__(self, url: str, names: list[str], window: Window) -> None:
-        super().__init__(names, window)
-        self.ws = ClientProtocol(parse_uri(url), max_size=None)
+        super().__init__(url)
+        self.watch(names, window)
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.ws.send_request(self.ws.connect())
-        self.flush()
+    def opening(self) -> None:
+        self.opened.set_result(None)
+        self.send({"type": "subscribe", "pvs": self.names})
 
-    def flush(self) -> None:
-        for data in self.ws.data_to_send():
-            if self.transport.is_closing():
-                return
-            if data:
-                self.transport.write(data)
-            elif self.transport.can_write_eof():
-                self.transport.write_eof()
-
-    def data_received(self, data: bytes) -> None:
-        self.ws.receive_data(data)
-        self.handle(time.time())
-
-    def eof_received(self) -> bool:
-        self.ws.receive_eof()  # a refused handshake's answer may end only with the connection
-        self.handle(time.time())
-        return False
-
-    def handle(self, now: float) -> None:
-        for event in self.ws.events_received():
-            if isinstance(event, Response):
-                if self.ws.handshake_exc is not None or event.status_code != 101:
-                    self.fail(f"pvws handshake: HTTP {event.status_code} "
-                              f"{bytes(event.body or b'')[:300]!r}")
-                    return
-                self.opened.set_result(None)
-                if self.ws.state is State.OPEN:  # not closed at once (read with the answer)
-                    self.ws.send_text(
-                        json.dumps({"type": "subscribe", "pvs": self.names}).encode())
-            elif event.opcode is Opcode.TEXT:
-                self.message(now, json.loads(event.data))
-            elif event.opcode is Opcode.CLOSE and not self.closing:
-                self.lost = f"the server closed the WebSocket: {Close.parse(event.data)}"
-        if self.ws.handshake_exc is not None and not self.opened.done():
-            self.fail(f"pvws handshake: {self.ws.handshake_exc!r}")  # not even an HTTP answer
-            return
-        self.flush()
-
-    def message(self, now: float, update: dict[str, Any]) -> None:
+    def message(self, now: float, data: bytes) -> None:
+        update = json.loads(data)
         if update.get("type") != "update":
             self.problem(json.dumps(update))
             return
@@ -269,63 +229,6 @@ class PvwsClient(Client):
                 stamp[1] = update["nanos"]
         if self.window.record(now, stamp[0], stamp[1]):
             self.counted += 1
-
-
-# One SSE message of a PV value: its target and the value's time stamp (compact JSON, fixed key
-# order: target, kind, first, connected, value{name, ..., timestamp, seconds, nanos, ...}).
-_SSE_VALUE = re.compile(
-    rb'\ndata: \{"target":"((?:[^"\\]|\\.)*)","kind":"pv","first":(?:true|false),'
-    rb'"connected":true,"value":\{[^\n]*?"seconds":(\d+),"nanos":(\d+)')
-_SSE_DATA = re.compile(rb"\ndata: ")
-
-
-class SseClient(Client):
-    """An EventSource-like client of ``/live/stream``: minimal HTTP/1.1 (chunked framing left in:
-    its size lines sit between messages and never look like one)."""
-
-    def __init__(self, port: int, path: str, names: list[str], window: Window) -> None:
-        super().__init__(names, window)
-        self.request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                        "Accept: text/event-stream\r\n\r\n").encode()
-        self.head: bytes | None = None
-        self.rest = b""
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        now = time.time()
-        data = self.rest + data
-        if self.head is None:
-            cut = data.find(b"\r\n\r\n")
-            if cut < 0:
-                self.rest = data
-                return
-            self.head, data = data[:cut], data[cut + 2:]  # keep a "\r\n" before the body
-            status = int(self.head.split(b" ", 2)[1])
-            if status != 200:
-                self.fail(f"live stream: HTTP {status} {data[:300]!r}")
-                return
-            self.opened.set_result(None)
-        cut = data.rfind(b"\n\n")
-        if cut < 0:
-            self.rest = data
-            return
-        self.rest = data[cut + 2:]
-        values = 0
-        for match in _SSE_VALUE.finditer(data, 0, cut + 2):
-            values += 1
-            name = match.group(1).decode()
-            if name not in self.stamps:
-                self.stamps[name] = [0, 0]
-                self.first(name)
-            if self.window.record(now, int(match.group(2)), int(match.group(3))):
-                self.counted += 1
-        others = len(_SSE_DATA.findall(data, 0, cut + 2)) - values
-        if others:
-            self.problem(f"{others} messages that are not a value: "
-                         f"{data[max(0, cut - 300):cut]!r}")
 
 
 def client_process(case: str, port: int, path: str, names: list[str], count: int,

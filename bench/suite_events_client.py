@@ -32,12 +32,9 @@ from array import array
 from typing import Any
 from urllib.parse import urlsplit
 
-from websockets.client import ClientProtocol
-from websockets.frames import Close, Opcode
-from websockets.http11 import Response
-from websockets.protocol import State
+import stream_clients
+from stream_clients import StreamClient
 from websockets.typing import Subprotocol
-from websockets.uri import parse_uri
 
 CONNECT_TIMEOUT = 60.0  # each client connected (handshake answered)
 READY_TIMEOUT = 120.0  # every client has had its first event
@@ -62,28 +59,10 @@ class Window:
         return False
 
 
-class Client(asyncio.Protocol):
-    def __init__(self, window: Window) -> None:
-        loop = asyncio.get_running_loop()
-        self.window = window
-        self.opened: asyncio.Future[None] = loop.create_future()
-        self.ready: asyncio.Future[None] = loop.create_future()  # the first event came
-        self.transport: Any = None
-        self.counted = 0
-        self.problems: list[str] = []
-        self.lost: str | None = None
-        self.closing = False
+class Client(StreamClient):
+    """A client whose events' time stamps go to the window; ready at its first event."""
 
-    def fail(self, why: str) -> None:
-        for future in (self.opened, self.ready):
-            if not future.done():
-                future.set_exception(RuntimeError(why))
-        if self.transport is not None:
-            self.transport.close()
-
-    def problem(self, what: str) -> None:
-        if len(self.problems) < 3:
-            self.problems.append(what[:300])
+    window: Window
 
     def event(self, now: float, stamp: float) -> None:
         if not self.ready.done():
@@ -91,57 +70,20 @@ class Client(asyncio.Protocol):
         if self.window.record(now, stamp):
             self.counted += 1
 
-    def close(self) -> None:
-        self.closing = True
-        if self.transport is not None:
-            self.transport.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closing:
-            self.lost = self.lost or f"connection lost: {exc!r}"
-            self.fail(self.lost)
-
 
 _ID = re.compile(rb"(?:^|\n)id: (\d+)\n")
 
 
-class SseClient(Client):
-    """An EventSource-like client: minimal HTTP/1.1 (the chunked framing is left in: its size
-    lines sit between messages and never look like an ``id:`` line)."""
+class SseClient(Client, stream_clients.SseClient):
+    """An event stream whose messages' ``id:`` is the event's time stamp in ms."""
 
     def __init__(self, url: str, window: Window) -> None:
-        super().__init__(window)
         parts = urlsplit(url)
-        path = parts.path + (f"?{parts.query}" if parts.query else "")
-        self.request = (f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                        "Accept: text/event-stream\r\n\r\n").encode()
-        self.head: bytes | None = None
-        self.rest = b""
+        super().__init__(parts.netloc, parts.path + (f"?{parts.query}" if parts.query else ""))
+        self.window = window
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        now = time.time()
-        data = self.rest + data
-        if self.head is None:
-            cut = data.find(b"\r\n\r\n")
-            if cut < 0:
-                self.rest = data
-                return
-            self.head, data = data[:cut], data[cut + 2:]  # keep a "\r\n" before the body
-            status = int(self.head.split(b" ", 2)[1])
-            if status != 200:
-                self.fail(f"event stream: HTTP {status} {data[:300]!r}")
-                return
-            self.opened.set_result(None)
-        cut = data.rfind(b"\n\n")
-        if cut < 0:
-            self.rest = data
-            return
-        self.rest = data[cut + 2:]
-        for raw in _ID.findall(data, 0, cut + 2):
+    def messages(self, now: float, data: bytes, end: int) -> None:
+        for raw in _ID.findall(data, 0, end):
             self.event(now, int(raw) / 1000)
 
     def eof_received(self) -> bool:
@@ -149,65 +91,10 @@ class SseClient(Client):
         return False
 
 
-class WsClient(Client):
-    """A WebSocket client; ``opening()`` is what it sends once the handshake is answered,
-    ``message()`` handles each text message."""
-
-    subprotocols: list[Subprotocol] | None = None
-
+class WsClient(Client, stream_clients.WsClient):
     def __init__(self, url: str, window: Window) -> None:
-        super().__init__(window)
-        self.ws = ClientProtocol(parse_uri(url), subprotocols=self.subprotocols, max_size=None)
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.ws.send_request(self.ws.connect())
-        self.flush()
-
-    def flush(self) -> None:
-        for data in self.ws.data_to_send():
-            if self.transport.is_closing():
-                return
-            if data:
-                self.transport.write(data)
-            elif self.transport.can_write_eof():
-                self.transport.write_eof()
-
-    def send(self, message: dict[str, Any]) -> None:
-        if self.ws.state is State.OPEN:
-            self.ws.send_text(json.dumps(message).encode())
-
-    def data_received(self, data: bytes) -> None:
-        self.ws.receive_data(data)
-        self.handle(time.time())
-
-    def eof_received(self) -> bool:
-        self.ws.receive_eof()
-        self.handle(time.time())
-        return False
-
-    def handle(self, now: float) -> None:
-        for event in self.ws.events_received():
-            if isinstance(event, Response):
-                if self.ws.handshake_exc is not None or event.status_code != 101:
-                    self.fail(f"WebSocket handshake: HTTP {event.status_code} "
-                              f"{bytes(event.body or b'')[:300]!r} {self.ws.handshake_exc!r}")
-                    return
-                self.opening()
-            elif event.opcode is Opcode.TEXT:
-                self.message(now, event.data)
-            elif event.opcode is Opcode.CLOSE and not self.closing:
-                self.lost = f"the server closed the WebSocket: {Close.parse(event.data)}"
-        if self.ws.handshake_exc is not None and not self.opened.done():
-            self.fail(f"WebSocket handshake: {self.ws.handshake_exc!r}")
-            return
-        self.flush()
-
-    def opening(self) -> None:
-        raise NotImplementedError
-
-    def message(self, now: float, data: bytes) -> None:
-        raise NotImplementedError
+        super().__init__(url)
+        self.window = window
 
 
 class PvwsClient(WsClient):
@@ -330,7 +217,7 @@ async def run(mode: str, url: str, count: int, duration: float, name: str) -> di
         "lost": [c.lost for c in clients if c.lost][:3],
         "lost_count": sum(1 for c in clients if c.lost),
         "problems": [p for c in clients for p in c.problems][:3],
-        "problem_count": sum(len(c.problems) for c in clients),
+        "problem_count": sum(c.problem_count for c in clients),
         "client_cpu": cpu / duration * 100,
     }
 
