@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP status of Tango failures: rc3 = 200 (default, like mTango), rc4 = 400/404/503")
     add("--cors-origins", metavar="LIST",
         help="comma-separated origins allowed by CORS (default *; env MTANGO_CORS_ORIGINS)")
+    add("--proxies-count", type=int, metavar="N",
+        help="proxies in front whose X-Forwarded-For/-Proto/-Host are believed (default 0: none; "
+        "1 behind nginx or an ingress; env MTANGO_PROXIES_COUNT)")
     add("--epics-ca-addr-list", metavar="LIST",
         help="EPICS CA search addresses, host[:port] (env EPICS_CA_ADDR_LIST); none: EPICS off, "
         "or a demo IOC with the embedded Tango demo")
@@ -84,6 +87,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         "app_base": args.app_base,
         "error_status": args.error_status,
         "cors_origins": args.cors_origins,
+        "proxies_count": args.proxies_count,
         "epics_ca_addr_list": args.epics_ca_addr_list,
         "writes": args.writes,
         "auth": args.auth,

@@ -8,9 +8,7 @@ is missing and the tests run as root (CI machines start without it).
 from __future__ import annotations
 
 import base64
-import fcntl
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -21,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from websockets.sync.client import connect
+
+from tests.debian import ensure_program
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = [
@@ -39,7 +39,6 @@ FLAGS = [
     "--remote-debugging-address=127.0.0.1",
     "--remote-debugging-port=0",
 ]
-INSTALL_LOCK = Path(tempfile.gettempdir()) / "mtango-chromium-install.lock"
 
 
 def find_chromium() -> str | None:
@@ -51,35 +50,9 @@ def find_chromium() -> str | None:
 
 
 def ensure_chromium() -> tuple[str | None, str]:
-    """(path to chromium, "") or (None, why it cannot be had).
-
-    Installs Debian's ``chromium`` with apt-get when missing and running as root. A file lock
-    serializes the install between pytest-xdist workers.
-    """
-    found = find_chromium()
-    if found:
-        return found, ""
-    if not shutil.which("apt-get"):
-        return None, "chromium is not installed and there is no apt-get to install it"
-    if os.geteuid() != 0:
-        return None, "chromium is not installed; install it with: sudo apt-get install chromium"
-    with open(INSTALL_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        found = find_chromium()
-        if found:
-            return found, ""
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        log = []
-        for command in (["apt-get", "update", "-q"],
-                        ["apt-get", "install", "-y", "-q", "--no-install-recommends",
-                         "chromium", "fonts-dejavu-core"]):
-            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900,
-                                  stdin=subprocess.DEVNULL)
-            log.append(done.stdout[-2000:] + done.stderr[-2000:])
-            if done.returncode != 0:
-                return None, f"'{' '.join(command)}' failed:\n" + "\n".join(log)
-    found = find_chromium()
-    return (found, "") if found else (None, "apt-get installed chromium but it is not on PATH")
+    """(path to chromium, "") or (None, why it cannot be had): Debian's ``chromium`` (with a font
+    for screenshots), installed when missing and running as root (tests/debian.py)."""
+    return ensure_program("chromium", find_chromium, [["chromium", "fonts-dejavu-core"]])
 
 
 class CDPError(RuntimeError):

@@ -166,3 +166,19 @@ def chromium_path() -> str:
         # Pages are features: without a browser they are untested, which must not pass.
         pytest.fail(f"headless Chromium is not available: {why}")
     return path
+
+
+@pytest.fixture
+def page(chromium_path, tmp_path):
+    """A tab of a headless Chromium of the test's own (tests/browser.py)."""
+    from tests.browser import Chromium
+
+    browser = Chromium(chromium_path, tmp_path)
+    opened = None
+    try:
+        opened = browser.page()
+        yield opened
+    finally:
+        if opened is not None:
+            opened.close()
+        browser.stop()

@@ -9,19 +9,16 @@ test's own that adds what tests need to see: which replica answered (``X-Upstrea
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 
-from tests.bridge import ROOT, free_port, http
+from tests.bridge import ROOT, free_port, http, poll
+from tests.debian import ensure_program
 
 CONFIG = ROOT / "deploy" / "nginx" / "mtango.conf"
-INSTALL_LOCK = Path(tempfile.gettempdir()) / "mtango-nginx-install.lock"
 SBIN = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 # The placeholders of the three replicas in deploy/nginx/mtango.conf, in order.
 PLACEHOLDERS = ("10.0.0.11:8000", "10.0.0.12:8000", "10.0.0.13:8000")
@@ -38,42 +35,10 @@ def find_nginx() -> str | None:
 
 
 def ensure_nginx() -> tuple[str | None, str]:
-    """(path to nginx, "") or (None, why it cannot be had).
-
-    Installs Debian's ``nginx-light`` (else ``nginx``) with apt-get when missing and running as
-    root; a file lock serializes the install between pytest-xdist workers. The package's service
-    is not started where ``policy-rc.d`` forbids it (containers); where it is started, it is left
-    alone: the tests run their own nginx on ports of their own.
-    """
-    found = find_nginx()
-    if found:
-        return found, ""
-    if not shutil.which("apt-get"):
-        return None, "nginx is not installed and there is no apt-get to install it"
-    if os.geteuid() != 0:
-        return None, "nginx is not installed; install it with: sudo apt-get install nginx-light"
-    with open(INSTALL_LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        found = find_nginx()
-        if found:
-            return found, ""
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        log: list[str] = []
-
-        def run(*command: str) -> bool:
-            done = subprocess.run(list(command), env=env, capture_output=True, text=True,
-                                  timeout=900, stdin=subprocess.DEVNULL)
-            log.append(f"$ {' '.join(command)}\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-            return done.returncode == 0
-
-        run("apt-get", "update", "-q")
-        for package in ("nginx-light", "nginx"):
-            run("apt-get", "install", "-y", "-q", "--no-install-recommends", package)
-            # A failed service start fails the install, not the binary: look for it.
-            found = find_nginx()
-            if found:
-                return found, ""
-    return None, "apt-get could not install nginx:\n" + "\n".join(log)
+    """(path to nginx, "") or (None, why it cannot be had): Debian's ``nginx-light`` (else
+    ``nginx``), installed when missing and running as root (tests/debian.py). Where the package's
+    service starts, it is left alone: the tests run their own nginx on ports of their own."""
+    return ensure_program("nginx", find_nginx, [["nginx-light"], ["nginx"]])
 
 
 def site_config(replicas: list[str], listen: str, source: Path = CONFIG) -> str:
@@ -143,16 +108,19 @@ class Nginx:
         self._wait_listening()
 
     def _wait_listening(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def listening() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(f"nginx exited:\n{self.error_log()}")
             try:
                 http("GET", f"{self.base}/health/live", timeout=5)
-                return
             except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"nginx does not listen on {self.port}:\n{self.error_log()}")
+                return False
+            return True
+
+        try:
+            poll(f"nginx listening on {self.port}", listening, timeout)
+        except AssertionError as exc:
+            raise RuntimeError(f"{exc}\n{self.error_log()}") from None
 
     def error_log(self) -> str:
         path = self.dir / "error.log"

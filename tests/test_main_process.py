@@ -20,8 +20,8 @@ from tests.bridge import NO_DRAIN, ROOT, MainProcess, child_env, free_port, http
 
 OPTIONS = (
     "--host", "--port", "--workers", "--config", "--tango-host", "--tango-hosts", "--app-base",
-    "--error-status", "--cors-origins", "--writes", "--auth", "--users-file", "--read-access",
-    "--audit-log", "--debug", "--version", "--help",
+    "--error-status", "--cors-origins", "--proxies-count", "--writes", "--auth", "--users-file",
+    "--read-access", "--audit-log", "--debug", "--version", "--help",
 )
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mtango.api.swagger import SWAGGER_DIR
-from tests.browser import Chromium, Page
+from tests.browser import Page
 
 FILES = sorted(SWAGGER_DIR.glob("*.yaml"))
 
@@ -20,19 +20,6 @@ FILES = sorted(SWAGGER_DIR.glob("*.yaml"))
 def operation_count(name: str, methods: tuple[str, ...] = ("get", "put", "post", "delete")) -> int:
     doc = yaml.safe_load((SWAGGER_DIR / f"{name}.yaml").read_text(encoding="utf-8"))
     return sum(1 for item in doc["paths"].values() for method in item if method in methods)
-
-
-@pytest.fixture
-def page(chromium_path, tmp_path):
-    browser = Chromium(chromium_path, tmp_path)
-    opened = None
-    try:
-        opened = browser.page()
-        yield opened
-    finally:
-        if opened is not None:
-            opened.close()
-        browser.stop()
 
 
 def open_ui(page: Page, base: str) -> None:

@@ -23,23 +23,10 @@ from PIL import Image
 from mtango.config import Config
 from mtango.demo import DEMO_DEVICE
 from tests.bridge import InProcessBridge, http, poll
-from tests.browser import Chromium, Page
+from tests.browser import Page
 from tests.conftest import EPICS_TIMEOUT_MS, TEST_TIMEOUT_MS, VICTIM_DEVICE, VICTIM_SERVER
 
 PLOT_LINE = (21, 101, 192)  # #1565c0, the colour app.js draws lines with
-
-
-@pytest.fixture
-def page(chromium_path, tmp_path):
-    browser = Chromium(chromium_path, tmp_path)
-    opened = None
-    try:
-        opened = browser.page()
-        yield opened
-    finally:
-        if opened is not None:
-            opened.close()
-        browser.stop()
 
 
 def js(value: str) -> str:
