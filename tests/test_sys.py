@@ -137,9 +137,12 @@ def test_figures_are_for_all_workers(two_workers, host_path) -> None:
         for _ in range(10):
             assert two_workers.get(state).status == 200
         stats = two_workers.get(f"{SYS}/stats").json()
-        return stats if all(f["requests"] for f in stats["workers"].values()) else None
+        # /sys/stats requests count too, so a worker may have served requests but no state read:
+        # wait until each has a device proxy of its own (CI saw one worker with none).
+        workers = stats["workers"].values()
+        return stats if all(f["requests"] and f["proxies"]["devices"] for f in workers) else None
 
-    stats = poll("both workers served a request", stats_once_both_served, timeout=60, interval=0)
+    stats = poll("both workers read the device", stats_once_both_served, timeout=60, interval=0)
     served = {w: figures["requests"] for w, figures in stats["workers"].items()}
     assert len(served) == 2
     assert sum(served.values()) == stats["requests"]
