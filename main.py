@@ -107,8 +107,10 @@ def serve(config: Config, when_ready: Callable[[], None] | None = None) -> None:
     and so do the orders that empty every worker's caches. The variables must be set before
     prometheus_client is imported, in this process and in the spawned workers.
     """
-    run = Path(tempfile.mkdtemp(prefix="mtango-run-"))
+    remove_stale_run_dirs(Path(tempfile.gettempdir()))
+    run = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
     (run / "metrics").mkdir()
+    (run / OWNER_FILE).write_text(_process_identity(os.getpid()) or "")
     os.environ["MTANGO_RUN_DIR"] = str(run)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run / "metrics")
     os.environ["MTANGO_STARTED_AT"] = repr(time.time())
@@ -117,6 +119,45 @@ def serve(config: Config, when_ready: Callable[[], None] | None = None) -> None:
         _serve(config, when_ready)
     finally:
         shutil.rmtree(run, ignore_errors=True)
+
+
+RUN_DIR_PREFIX = "mtango-run-"
+OWNER_FILE = "owner"  # "<pid> <start time in clock ticks>" of the main process that made it
+
+
+def _process_identity(pid: int) -> str | None:
+    """``"pid start"`` of a running process (Linux), None if there is none: a pid alone may
+    have been given to another process since."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses; the fields after it do not.
+    return f"{pid} {stat.rsplit(')', 1)[1].split()[19]}"
+
+
+def remove_stale_run_dirs(tmp: Path) -> list[Path]:
+    """Remove the run directories that a main process killed outright (SIGKILL, OOM) left behind.
+
+    Only directories of this user whose owner file names a process that no longer runs: those
+    of a live bridge, of another user, or without an owner file (a bridge of an older version,
+    or one still starting) are left alone. Returns the directories removed.
+    """
+    removed = []
+    if not Path("/proc/self/stat").exists():
+        return removed  # no way to tell a live owner from a dead one
+    for path in tmp.glob(f"{RUN_DIR_PREFIX}*"):
+        try:
+            if path.is_symlink() or path.stat().st_uid != os.getuid():
+                continue
+            owner = (path / OWNER_FILE).read_text().strip()
+            pid = int(owner.split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if _process_identity(pid) != owner:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def _serve(config: Config, when_ready: Callable[[], None] | None) -> None:

@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import re
+import shutil
 import time
 from itertools import count
 from typing import Any
@@ -193,7 +194,8 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
         app.ctx.metrics, app.ctx.tango, app.ctx.epics, app.ctx.hub = metrics, tango, epics, hub
         app.ctx.access = Access(config)
         app.ctx.audit = AuditLog(config.audit_log)
-        directory = app.ctx.run_dir = run_dir()
+        directory, app.ctx.own_run_dir = run_dir()
+        app.ctx.run_dir = directory
         app.ctx.stopping = False
         app.ctx.subscriptions = SubscriptionStore(directory)
         app.ctx.streams = set()
@@ -236,6 +238,9 @@ def create_app(config: Config, name: str | None = None) -> Sanic:
         audit = getattr(app.ctx, "audit", None)
         if audit is not None:
             audit.close()
+        if getattr(app.ctx, "own_run_dir", False):
+            # An in-process server's own (the tests start hundreds: 200 left behind an hour).
+            shutil.rmtree(app.ctx.run_dir, ignore_errors=True)
 
     @app.on_request
     async def before_route(request: Request) -> HTTPResponse | None:

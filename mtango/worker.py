@@ -39,14 +39,16 @@ STREAMS_PER_COLLECTION = 500
 SWEEP_INTERVAL = 5.0  # most seconds between looks for idle mTango subscriptions
 
 
-def run_dir() -> Path:
-    """The server's shared run directory (``MTANGO_RUN_DIR``, set by main.py), or a new one."""
+def run_dir() -> tuple[Path, bool]:
+    """The server's shared run directory (``MTANGO_RUN_DIR``, set by main.py, which removes it),
+    or a new one of this app's own (an in-process server), which the app removes when it stops:
+    ``(path, own)``."""
     configured = os.environ.get("MTANGO_RUN_DIR")
     if configured:
         path = Path(configured)
         path.mkdir(parents=True, exist_ok=True)
-        return path
-    return Path(tempfile.mkdtemp(prefix="mtango-run-"))
+        return path, False
+    return Path(tempfile.mkdtemp(prefix="mtango-run-")), True
 
 
 class CleanOrders:

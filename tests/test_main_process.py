@@ -12,9 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import main as main_module
 from mtango.demo import DEMO_DEVICE
 from tests.bridge import NO_DRAIN, ROOT, MainProcess, child_env, free_port, http, poll
 
@@ -253,12 +255,56 @@ def test_sigkill_leaves_nothing_behind(tmp_path):
     except BaseException:
         main.stop()
         raise
+    owner = main_module._process_identity(main.process.pid)
+    run_dirs = [p for p in Path(tempfile.gettempdir()).glob("mtango-run-*")
+                if _read(p / main_module.OWNER_FILE) == owner]
+    assert len(run_dirs) == 1, run_dirs
     main.process.kill()
     main.process.wait()
     left = wait_for_gone(children)
     assert not left, f"processes left behind after SIGKILL: {left}"
     assert not port_open(db_host, int(db_port)), "the demo Tango database still listens"
     assert not port_open("127.0.0.1", main.port), "a worker still serves HTTP"
+    # Its run directory is the one thing left; the next bridge to start removes it.
+    assert run_dirs[0].is_dir()
+    assert run_dirs[0] in main_module.remove_stale_run_dirs(Path(tempfile.gettempdir()))
+    assert not run_dirs[0].exists()
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def test_only_run_directories_of_dead_main_processes_are_removed(tmp_path) -> None:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    dead_pid = int(finished.stdout)
+    me = main_module._process_identity(os.getpid())
+    assert me is not None and me.split()[0] == str(os.getpid())
+    pid, start = me.split()
+    owners = {
+        "live": me,
+        "dead": f"{dead_pid} 12345",
+        "reused-pid": f"{pid} {int(start) + 1}",  # this pid, but another process's start time
+        "no-owner": None,
+        "not-a-pid": "starting",
+    }
+    for name, owner in owners.items():
+        directory = tmp_path / f"mtango-run-{name}"
+        (directory / "metrics").mkdir(parents=True)
+        if owner is not None:
+            (directory / main_module.OWNER_FILE).write_text(owner)
+    (tmp_path / "other-dir").mkdir()
+    (tmp_path / "mtango-run-link").symlink_to(tmp_path / "mtango-run-dead")
+
+    removed = main_module.remove_stale_run_dirs(tmp_path)
+    assert sorted(p.name for p in removed) == ["mtango-run-dead", "mtango-run-reused-pid"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "mtango-run-link", "mtango-run-live", "mtango-run-no-owner", "mtango-run-not-a-pid",
+        "other-dir"]
 
 
 def test_a_lifeline_child_stops_with_its_parent(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -222,3 +223,27 @@ def test_ready_is_503_shutting_down_once_the_server_stops(bridge) -> None:
     jsonschema.validate(body, {"$ref": "#/components/schemas/NotReady",
                                "components": spec["components"]})
     assert bridge.get("/health/ready").status == 200
+
+
+def test_an_in_process_server_removes_its_own_run_directory(control_system, monkeypatch,
+                                                            tmp_path) -> None:
+    """Without main.py's MTANGO_RUN_DIR an app makes a run directory of its own and removes it
+    when it stops; main.py's shared one is left to main.py, which made it."""
+    from mtango.config import Config
+    from tests.bridge import InProcessBridge
+
+    def run_dir_after_a_stop() -> Path:
+        bridge = InProcessBridge(Config(tango_host=control_system.tango_host)).start()
+        try:
+            assert bridge.get("/health/live").status == 200
+            directory = bridge.app.ctx.run_dir
+            assert (directory / "subscriptions").is_dir()
+        finally:
+            bridge.stop()
+        return directory
+
+    monkeypatch.delenv("MTANGO_RUN_DIR", raising=False)
+    assert not run_dir_after_a_stop().exists()
+    monkeypatch.setenv("MTANGO_RUN_DIR", str(tmp_path / "shared"))
+    assert run_dir_after_a_stop() == tmp_path / "shared"
+    assert (tmp_path / "shared").is_dir()
