@@ -16,8 +16,10 @@ exact values stay available from ``value``.
   level, unless ``low`` or ``high`` is given (then scaled as above).
 - the level is a grey (``cmap="gray"``) or an entry of the viridis table (``cmap="viridis"``).
 - NaN and infinite pixels are transparent (the PNG then has an alpha channel; otherwise none).
-- DevEncoded images (``encoded_png``): bytes that Pillow decodes (Tango's ``JPEG_RGB`` and
-  ``JPEG_GRAY8``, PNG, ...) are re-encoded as they are (RGB or grey, no scaling).
+- DevEncoded images (``encoded_png``): Tango's raw ``GRAY8`` and ``GRAY16`` are numeric images
+  (8-bit and 16-bit: the rules above, ``low``/``high``/``cmap`` included); ``RGB24`` is shown as
+  it is; bytes that Pillow decodes (Tango's ``JPEG_RGB`` and ``JPEG_GRAY8``, PNG, ...) are
+  re-encoded as they are (RGB or grey, no scaling).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import io
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 CMAPS = ("gray", "viridis")
 
@@ -137,14 +139,51 @@ def image_png(data: Any, width: int, height: int, *, low: float | None = None,
     return png_bytes(colour(level, finite, cmap))
 
 
-def encoded_png(fmt: str, data: bytes) -> bytes:
-    """A DevEncoded image (``fmt`` is Tango's format string) as PNG bytes, as it is."""
+# Tango's raw image encodings (EncodedAttribute.encode_gray8/encode_gray16/encode_rgb24): the
+# width and the height as big-endian 16-bit numbers, then the pixels row by row, GRAY16's
+# big-endian. Checked on PyTango 10 against its own decode_gray8/decode_gray16/decode_rgb32.
+_RAW_PIXELS: dict[str, tuple[np.dtype[Any], int]] = {  # format: (pixel type, channels)
+    "GRAY8": (np.dtype(np.uint8), 1), "GRAY16": (np.dtype(">u2"), 1),
+    "RGB24": (np.dtype(np.uint8), 3),
+}
+
+
+def tango_raw_image(fmt: str, data: bytes) -> np.ndarray | None:
+    """The pixels of a raw ``GRAY8``/``GRAY16`` (height x width) or ``RGB24`` image
+    (height x width x 3) in native byte order; None for any other format."""
+    if fmt not in _RAW_PIXELS:
+        return None
+    dtype, channels = _RAW_PIXELS[fmt]
+    if len(data) < 4:
+        raise NotAnImage(f"{fmt} data of {len(data)} bytes has no width and height")
+    width, height = int.from_bytes(data[0:2], "big"), int.from_bytes(data[2:4], "big")
+    expected = 4 + width * height * channels * dtype.itemsize
+    if len(data) != expected:
+        raise NotAnImage(f"{fmt} data of {len(data)} bytes is not a {width}x{height} image "
+                         f"({expected} bytes)")
+    pixels = np.frombuffer(data, dtype=dtype, offset=4).astype(dtype.newbyteorder("="))
+    return pixels.reshape((height, width, 3) if channels == 3 else (height, width))
+
+
+def encoded_png(fmt: str, data: bytes, *, low: float | None = None, high: float | None = None,
+                cmap: str = "gray") -> bytes:
+    """A DevEncoded image (``fmt`` is Tango's format string) as PNG bytes, by the rules of the
+    module docstring."""
+    raw = tango_raw_image(fmt, data)
+    if raw is not None and raw.ndim == 3:
+        return png_bytes(Image.fromarray(raw, mode="RGB"))
+    if raw is not None:
+        height, width = raw.shape
+        return image_png(raw, width, height, low=low, high=high, cmap=cmap)
     try:
         with Image.open(io.BytesIO(data)) as picture:
             picture.load()
             converted = picture if picture.mode in ("L", "LA", "RGB", "RGBA") else \
                 picture.convert("RGBA" if "A" in picture.getbands() else "RGB")
             return png_bytes(converted)
+    except UnidentifiedImageError:
+        raise NotAnImage(f"DevEncoded data of format {fmt!r} is not an image that can be "
+                         "decoded") from None
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise NotAnImage(f"DevEncoded data of format {fmt!r} is not an image that can be "
                          f"decoded ({exc})") from None

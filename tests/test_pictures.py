@@ -138,6 +138,67 @@ def test_encoded_jpeg_is_shown_as_it_is():
         imaging.encoded_png("utf8", b"not a picture")
 
 
+def _decoded(proxy: Any, attr: str, decode: str) -> np.ndarray:
+    """The image as PyTango's own decoder reads it: the reference for Tango's encodings."""
+    import tango
+
+    read = proxy.read_attribute(attr, extract_as=tango.ExtractAs.Nothing)
+    return np.asarray(getattr(tango.EncodedAttribute(), decode)(read))
+
+
+def test_encoded_gray16_is_a_numeric_image(bridge, device_path, proxy):
+    grey = _decoded(proxy, "encoded_gray16", "decode_gray16")
+    assert np.array_equal(grey, DEMO * 1000 + 300)  # the demo's picture, 16-bit
+    assert proxy.read_attribute("encoded_gray16").value[0] == "GRAY16"
+    mode, pixels = png_pixels(image(bridge, device_path, "encoded_gray16").body)
+    assert mode == "L" and pixels.shape == (3, 5)
+    def levels(low: float, high: float) -> np.ndarray:
+        # The documented scale; a tie such as 212.5 rounds as the float product does.
+        return np.rint((grey - float(low)) * (255.0 / (high - low))).clip(0, 255).astype(np.uint8)
+
+    assert np.array_equal(pixels, levels(300, 24300))  # min..max, as every numeric image
+    assert pixels[0, 0] == 0 and pixels[1, 0] == 106 and pixels[2, 4] == 255
+    _, clipped = png_pixels(image(bridge, device_path, "encoded_gray16",
+                                  "format=png&min=5300&max=15300&cmap=viridis").body)
+    assert np.array_equal(clipped, imaging.VIRIDIS[levels(5300, 15300)])
+
+
+def test_encoded_rgb24_and_jpeg_are_shown_as_they_are(bridge, device_path, proxy):
+    # decode_rgb32 gives 32-bit pixels whose bytes are red, green, blue, alpha in memory.
+    rgba = _decoded(proxy, "encoded_rgb24", "decode_rgb32").astype(np.uint32)
+    rgb = np.stack([rgba & 255, (rgba >> 8) & 255, (rgba >> 16) & 255], axis=-1)
+    assert rgb.shape == (3, 5, 3) and rgb[2, 4].tolist() == [240, 200, 200]  # (col*60, row*100)
+    assert proxy.read_attribute("encoded_rgb24").value[0] == "RGB24"
+    mode, pixels = png_pixels(image(bridge, device_path, "encoded_rgb24",
+                                    "format=png&min=0&max=1&cmap=viridis").body)
+    assert mode == "RGB"
+    assert np.array_equal(pixels, rgb)  # neither scaled nor coloured
+    assert proxy.read_attribute("encoded_jpeg").value[0] == "JPEG_RGB"
+    mode, pixels = png_pixels(image(bridge, device_path, "encoded_jpeg").body)
+    assert mode == "RGB" and pixels.shape == (3, 5, 3)
+    fmt, jpeg = proxy.read_attribute("encoded_jpeg").value
+    with Image.open(io.BytesIO(bytes(jpeg))) as decoded:
+        assert np.array_equal(pixels, np.asarray(decoded.convert("RGB")))  # the JPEG as it is
+    assert np.abs(pixels.astype(int) - rgb).mean() <= 20  # JPEG's colour blur: the same picture
+
+
+def test_raw_tango_encodings():
+    """Width and height (big-endian 16 bits), then the pixels; wrong lengths are not images."""
+    header = (2).to_bytes(2, "big") + (1).to_bytes(2, "big")
+    assert imaging.tango_raw_image("GRAY8", header + b"\x01\xff").tolist() == [[1, 255]]
+    assert imaging.tango_raw_image("GRAY16", header + b"\x01\x02\xff\xfe").tolist() == [
+        [0x0102, 0xFFFE]]
+    assert imaging.tango_raw_image("RGB24", header + bytes(range(6))).tolist() == [
+        [[0, 1, 2], [3, 4, 5]]]
+    assert imaging.tango_raw_image("JPEG_RGB", b"whatever") is None
+    for fmt, data in (("GRAY8", header + b"\x01"), ("GRAY16", header + b"\x01\x02"),
+                      ("RGB24", header + bytes(7)), ("GRAY8", b"\x00\x01")):
+        with pytest.raises(imaging.NotAnImage):
+            imaging.tango_raw_image(fmt, data)
+    mode, pixels = png_pixels(imaging.encoded_png("GRAY8", header + b"\x07\x09"))
+    assert mode == "L" and pixels.tolist() == [[7, 9]]  # 8-bit: as it is
+
+
 @pytest.mark.parametrize("attr", ["double_scalar", "double_spectrum_ro", "string_scalar",
                                   "encoded_scalar"])
 def test_what_is_not_an_image_is_a_bad_request(bridge, device_path, attr):

@@ -28,9 +28,10 @@ ATTRIBUTES = [
     "long_scalar_rww", "long64_scalar", "ulong_scalar", "ulong64_scalar", "short_scalar",
     "short_scalar_ro", "ushort_scalar", "uchar_scalar", "boolean_scalar", "string_scalar",
     "enum_scalar", "enum_scalar_ro", "ampli", "no_value", "nan_scalar", "inf_spectrum",
-    "encoded_scalar", "double_spectrum", "double_spectrum_ro", "float_spectrum", "long_spectrum",
-    "long64_spectrum", "short_spectrum", "ushort_spectrum", "ulong_spectrum", "uchar_spectrum",
-    "boolean_spectrum", "string_spectrum", "double_image", "long_image", "uchar_image",
+    "encoded_scalar", "encoded_gray16", "encoded_rgb24", "encoded_jpeg", "double_spectrum",
+    "double_spectrum_ro", "float_spectrum", "long_spectrum", "long64_spectrum", "short_spectrum",
+    "ushort_spectrum", "ulong_spectrum", "uchar_spectrum", "boolean_spectrum", "string_spectrum",
+    "double_image", "long_image", "uchar_image",
     "big_spectrum", "big_nan_spectrum", "big_image", "polled_counter", "pushed_counter",
     "pushed_spectrum", "State", "Status",
 ]

@@ -217,6 +217,23 @@ def test_a_device_live_with_its_plots_and_pictures(page, bridge, control_system,
     assert image.getpixel((4, 0))[0] < image.getpixel((0, 1))[0] < image.getpixel((0, 2))[0]
     assert page.evaluate(f"{row('attr', 'double_image')}.querySelector('canvas')"
                          ".getBoundingClientRect().width") >= 200  # scaled up to be seen
+    # Tango's encoded images: GRAY16 scaled the same way, RGB24 as it is, JPEG decoded.
+    grey = poll("encoded_gray16 drawn", lambda: canvas_image(page, "attr", "encoded_gray16"))
+    assert grey.size == (5, 3)
+    assert [grey.getpixel(p) for p in ((0, 0), (0, 1), (4, 2))] == [
+        (0, 0, 0), (106, 106, 106), (255, 255, 255)]
+    rgb = poll("encoded_rgb24 drawn", lambda: canvas_image(page, "attr", "encoded_rgb24"))
+    assert rgb.size == (5, 3)
+    assert [rgb.getpixel(p) for p in ((0, 0), (4, 0), (4, 2))] == [
+        (0, 0, 200), (240, 0, 200), (240, 200, 200)]  # (col*60, row*100, 200)
+    assert "encoded (RGB24)" in text_of(page, "attr", "encoded_rgb24")
+    def jpeg_drawn() -> Image.Image | None:  # decoded asynchronously into a new canvas
+        drawn = canvas_image(page, "attr", "encoded_jpeg")
+        return drawn if drawn is not None and drawn.size == (5, 3) else None
+
+    jpeg = poll("encoded_jpeg drawn", jpeg_drawn)
+    assert jpeg.getpixel((0, 0))[2] > 120 and jpeg.getpixel((4, 2))[0] > 180  # blue, then pink
+    assert canvas_image(page, "attr", "encoded_scalar") is None  # "utf8": no picture
 
     # An attribute that always fails is shown as such, not as a value.
     assert "DemoNoValue" in poll("no_value stale", lambda: stale_note(page, "attr", "no_value"))

@@ -119,6 +119,22 @@ def _image(dtype: type) -> np.ndarray:
     return (rows + cols).astype(dtype)
 
 
+def _encoded_images() -> dict[str, tango.EncodedAttribute]:
+    """The DevEncoded images, made by Tango's own encoders from the 5x3 picture: GRAY16 levels
+    (row*10+col)*1000+300, RGB24 with red col*60, green row*100 and blue 200, and that RGB as
+    JPEG_RGB."""
+    grey = _image(np.uint16) * 1000 + 300
+    rgb = np.empty((_IMAGE_H, _IMAGE_W, 3), dtype=np.uint8)
+    rgb[..., 0] = np.arange(_IMAGE_W) * 60
+    rgb[..., 1] = (np.arange(_IMAGE_H) * 100).reshape(-1, 1)
+    rgb[..., 2] = 200
+    encoded = {name: tango.EncodedAttribute() for name in ("gray16", "rgb24", "jpeg")}
+    encoded["gray16"].encode_gray16(grey)
+    encoded["rgb24"].encode_rgb24(rgb)
+    encoded["jpeg"].encode_jpeg_rgb24(rgb, 100.0)
+    return encoded
+
+
 def _big_values() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The large attributes' values: full-precision doubles, the same on every Init."""
     spectrum = np.random.default_rng(0).normal(size=BIG_SPECTRUM_SIZE)
@@ -209,6 +225,15 @@ class DemoTangoTest(Device):
     encoded_scalar = attribute(
         dtype="DevEncoded", access=READ, doc="A DevEncoded value ('utf8', bytes)."
     )
+    encoded_gray16 = attribute(
+        dtype="DevEncoded", access=READ, doc="A 5x3 GRAY16 image (Tango's raw encoding)."
+    )
+    encoded_rgb24 = attribute(
+        dtype="DevEncoded", access=READ, doc="A 5x3 RGB24 image (Tango's raw encoding)."
+    )
+    encoded_jpeg = attribute(
+        dtype="DevEncoded", access=READ, doc="The encoded_rgb24 image as JPEG_RGB."
+    )
 
     # --- values that change by themselves (for event clients) ----------------
     polled_counter = attribute(
@@ -288,6 +313,7 @@ class DemoTangoTest(Device):
         self._values["long_image"] = _image(np.int32)
         self._values["uchar_image"] = _image(np.uint8)
         self._big_spectrum, self._big_nan_spectrum, self._big_image = _big_values()
+        self._encoded = _encoded_images()
         self._seed_write_values()
         self._stop_pushing()  # Init calls delete_device first; this is only a safety net
         self._pushed = 0
@@ -371,6 +397,15 @@ class DemoTangoTest(Device):
     def read_encoded_scalar(self) -> tuple[str, bytes]:
         """Return a DevEncoded (format, data) pair."""
         return ("utf8", b"Hello encoded")
+
+    def read_encoded_gray16(self) -> tango.EncodedAttribute:
+        return self._encoded["gray16"]
+
+    def read_encoded_rgb24(self) -> tango.EncodedAttribute:
+        return self._encoded["rgb24"]
+
+    def read_encoded_jpeg(self) -> tango.EncodedAttribute:
+        return self._encoded["jpeg"]
 
     def read_polled_counter(self) -> int:
         """Tenths of a second since Init: a new value on every read 100 ms apart."""

@@ -187,25 +187,74 @@ function drawPlot(canvas, values, units) {
 // 8-bit images as they are; NaN and infinities transparent.
 function drawImage(canvas, image, dataType) {
   const { width, height, data } = image;
-  canvas.width = Math.max(1, width);
-  canvas.height = Math.max(1, height);
-  const ctx = canvas.getContext("2d");
-  const pixels = ctx.createImageData(canvas.width, canvas.height);
   const vs = data.map(asNumber);
   let lo = Infinity, hi = -Infinity;
   for (const v of vs) if (Number.isFinite(v)) { if (v < lo) lo = v; if (v > hi) hi = v; }
   const raw = dataType === "DevUChar";
-  for (let i = 0; i < vs.length && i < width * height; i++) {
-    const v = vs[i];
-    let level = 0, alpha = 255;
-    if (!Number.isFinite(v)) alpha = 0;
-    else if (raw) level = Math.max(0, Math.min(255, v));
-    else if (hi > lo) level = Math.round(((v - lo) / (hi - lo)) * 255);
-    pixels.data.set([level, level, level, alpha], i * 4);
-  }
+  paint(canvas, width, height, (rgba) => {
+    for (let i = 0; i < vs.length && i < width * height; i++) {
+      const v = vs[i];
+      let level = 0, alpha = 255;
+      if (!Number.isFinite(v)) alpha = 0;
+      else if (raw) level = Math.max(0, Math.min(255, v));
+      else if (hi > lo) level = Math.round(((v - lo) / (hi - lo)) * 255);
+      rgba.set([level, level, level, alpha], i * 4);
+    }
+  });
+}
+
+// One canvas pixel per image pixel (fill sets their RGBA bytes), scaled up for the eye.
+function paint(canvas, width, height, fill) {
+  canvas.width = Math.max(1, width);
+  canvas.height = Math.max(1, height);
+  const ctx = canvas.getContext("2d");
+  const pixels = ctx.createImageData(canvas.width, canvas.height);
+  fill(pixels.data);
   ctx.putImageData(pixels, 0, 0);
+  fitCanvas(canvas);
+}
+
+function fitCanvas(canvas) {
   const scale = Math.max(1, Math.floor(Math.min(360 / canvas.width, 360 / canvas.height)));
   canvas.style.width = `${Math.min(canvas.width * scale, 720)}px`;
+}
+
+// DevEncoded images, drawn as value/image draws them: Tango's raw GRAY8, GRAY16 and RGB24 (the
+// width and the height as big-endian 16-bit numbers, then the pixels; GRAY16's big-endian) and
+// JPEG. Returns false for what is not an image (then the value is only described).
+const RAW_BYTES = { GRAY8: 1, GRAY16: 2, RGB24: 3 };
+
+function drawEncodedImage(row, value) {
+  const { format } = value;
+  if (!(format in RAW_BYTES) && !format.startsWith("JPEG")) return false;
+  const text = atob(value.data);
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+  if (format.startsWith("JPEG")) {
+    const canvas = row.canvasOf("picture");
+    createImageBitmap(new Blob([bytes], { type: "image/jpeg" })).then((bitmap) => {
+      canvas.width = bitmap.width;
+      canvas.height = bitmap.height;
+      canvas.getContext("2d").drawImage(bitmap, 0, 0);
+      fitCanvas(canvas);
+    }, () => row.dropCanvas());
+    return true;
+  }
+  const size = RAW_BYTES[format];
+  const width = bytes.length >= 4 ? (bytes[0] << 8) | bytes[1] : 0;
+  const height = bytes.length >= 4 ? (bytes[2] << 8) | bytes[3] : 0;
+  if (!width || !height || bytes.length !== 4 + width * height * size) return false;
+  const n = width * height;
+  if (size === 3) {
+    paint(row.canvasOf("picture"), width, height, (rgba) => {
+      for (let i = 0; i < n; i++) rgba.set([bytes[4 + 3 * i], bytes[5 + 3 * i], bytes[6 + 3 * i], 255], i * 4);
+    });
+    return true;
+  }
+  const data = new Array(n);
+  for (let i = 0; i < n; i++) data[i] = size === 1 ? bytes[4 + i] : (bytes[4 + 2 * i] << 8) | bytes[5 + 2 * i];
+  drawImage(row.canvasOf("picture"), { width, height, data }, size === 1 ? "DevUChar" : "DevUShort");
+  return true;
 }
 
 // -- the one live stream -----------------------------------------------------------------------
@@ -470,6 +519,7 @@ function showTangoValue(row, info, value) {
   }
   if (value && typeof value === "object" && "format" in value && "data" in value) {
     row.v.textContent = `encoded (${value.format}), ${Math.floor((value.data.length * 3) / 4)} bytes`;
+    if (!drawEncodedImage(row, value)) row.dropCanvas();
     return;
   }
   if (format === "SCALAR" && typeof value === "number") row.v.textContent = formatNumber(value, info && info.format);

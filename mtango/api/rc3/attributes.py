@@ -164,8 +164,9 @@ def _image_png(value: Any, name: str, low: float | None, high: float | None,
     if isinstance(value, dict) and "width" in value and "height" in value:
         return imaging.image_png(value["data"], value["width"], value["height"],
                                  low=low, high=high, cmap=cmap)
-    if isinstance(value, dict) and "format" in value:  # DevEncoded: shown as it is
-        return imaging.encoded_png(value["format"], base64.b64decode(value["data"]))
+    if isinstance(value, dict) and "format" in value:  # DevEncoded
+        return imaging.encoded_png(value["format"], base64.b64decode(value["data"]),
+                                   low=low, high=high, cmap=cmap)
     raise imaging.NotAnImage(f"{name} is not an image attribute")
 
 
