@@ -109,22 +109,26 @@ def test_inline_flight_runs_again_when_its_first_caller_goes_away() -> None:
     answer; a waiting caller cancelled leaves the others alone."""
     async def scenario() -> tuple[int, int, int, bool]:
         flight = SingleFlight(detached=False)
+        # The work ends when the test says, not after a sleep: a loop held up 15 ms on a loaded
+        # machine let a 20 ms sleep end before the cancel, and first was no longer cancelled.
+        release = asyncio.Event()
 
         async def work() -> int:
-            await asyncio.sleep(0.02)
+            await release.wait()
             return 3
 
         first = asyncio.ensure_future(flight.run("k", work))
         await asyncio.sleep(0)
         second = asyncio.ensure_future(flight.run("k", work))
         third = asyncio.ensure_future(flight.run("k", work))
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0)  # second and third join the first's call
         first.cancel()
         third.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
         with pytest.raises(asyncio.CancelledError):
             await third
+        release.set()
         return await second, flight.executed, flight.shared, flight.running("k")
 
     assert asyncio.run(scenario()) == (3, 2, 2, False)

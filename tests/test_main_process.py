@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 import main as main_module
 from mtango.demo import DEMO_DEVICE
@@ -241,11 +245,21 @@ def test_demo_without_tango_host(tmp_path):
     assert not port_open(db_host, int(db_port)), "the demo Tango database still listens"
 
 
-def test_sigkill_leaves_nothing_behind(tmp_path):
+@pytest.fixture
+def own_tmp() -> Iterator[Path]:
+    """A TMPDIR of the test's own (a short path: sockets may be made in it)."""
+    directory = Path(tempfile.mkdtemp(prefix="sigkill-"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_sigkill_leaves_nothing_behind(tmp_path, own_tmp):
     """Killed outright (SIGKILL, the OOM killer), main.py cannot stop anything: its workers and the
     demo's database, device server and IOC stop by themselves (mtango.lifeline), so nothing keeps
     serving or holding the ports."""
-    main = MainProcess(["--workers", "2"], child_env(), tmp_path / "demo.log")
+    # Its run directory in a TMPDIR of its own: in the shared one, a bridge that another test
+    # process starts meanwhile may remove it first (it removes every stale one it finds there).
+    main = MainProcess(["--workers", "2"], child_env(TMPDIR=str(own_tmp)), tmp_path / "demo.log")
     try:
         (tango_host, _), = main.wait_ready(timeout=90).json().items()
         db_host, db_port = tango_host.rsplit(":", 1)
@@ -256,7 +270,7 @@ def test_sigkill_leaves_nothing_behind(tmp_path):
         main.stop()
         raise
     owner = main_module._process_identity(main.process.pid)
-    run_dirs = [p for p in Path(tempfile.gettempdir()).glob("mtango-run-*")
+    run_dirs = [p for p in own_tmp.glob("mtango-run-*")
                 if _read(p / main_module.OWNER_FILE) == owner]
     assert len(run_dirs) == 1, run_dirs
     main.process.kill()
@@ -267,7 +281,7 @@ def test_sigkill_leaves_nothing_behind(tmp_path):
     assert not port_open("127.0.0.1", main.port), "a worker still serves HTTP"
     # Its run directory is the one thing left; the next bridge to start removes it.
     assert run_dirs[0].is_dir()
-    assert run_dirs[0] in main_module.remove_stale_run_dirs(Path(tempfile.gettempdir()))
+    assert run_dirs[0] in main_module.remove_stale_run_dirs(own_tmp)
     assert not run_dirs[0].exists()
 
 

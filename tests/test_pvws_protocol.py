@@ -327,7 +327,9 @@ def counter_updates(context, how_many: int) -> list[dict[str, Any]]:
         return body if body["value"] != updates[-1]["value"] else None
 
     while len(updates) < how_many:
-        updates.append(poll("cp:counter to change", changed, timeout=5.0, interval=0.2))
+        # The IOC counts in an asyncio loop of its own process: 5 s for a 1 s step left little
+        # room on a loaded machine, and poll returns as soon as it changed.
+        updates.append(poll("cp:counter to change", changed, timeout=30, interval=0.2))
     return updates
 
 
