@@ -103,12 +103,19 @@ def test_max_age_and_fresh(bridge):
 
 def test_concurrent_fresh_reads_share_one_network_read(bridge):
     bridge.get(f"{V1}/pvs/sf:ao/value")
-    start = reads(bridge)
-    bodies = read_together(bridge, "/pvs/sf:ao/value?fresh=1", 20)
-    assert all(b["value"] == 1.5 for b in bodies)
-    end = reads(bridge)
-    assert end["upstream"] - start["upstream"] + end["shared"] - start["shared"] == 20
-    assert end["shared"] > start["shared"]
+    shared = 0
+    # Sharing needs the 20 requests to overlap, which the scheduler decides: a few rounds, with
+    # every read accounted for in each, until one shows it (almost always the first).
+    for _ in range(10):
+        start = reads(bridge)
+        bodies = read_together(bridge, "/pvs/sf:ao/value?fresh=1", 20)
+        assert all(b["value"] == 1.5 for b in bodies)
+        end = reads(bridge)
+        assert end["upstream"] - start["upstream"] + end["shared"] - start["shared"] == 20
+        shared = end["shared"] - start["shared"]
+        if shared:
+            break
+    assert shared > 0
 
 
 def test_monitored_values_follow_changes(bridge):
