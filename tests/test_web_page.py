@@ -345,6 +345,15 @@ def test_writes_from_the_page(page, control_system, tmp_path):
                               f"({form}.querySelector('output'))")
         assert "many" in error or "Bad" in error
         assert device.read_attribute("long_scalar_w").value == new
+        # A spectrum, as a JSON array.
+        spectrum = f"{row('attr', 'double_spectrum')}.querySelector('form.write')"
+        assert page.evaluate(f"{spectrum}.querySelector('input').placeholder") == "[1, 2, 3]"
+        page.evaluate(f"{spectrum}.querySelector('input').value = '[4.5, 5.5, 6.5]'")
+        page.evaluate(f"{spectrum}.querySelector('button').click()")
+        answer = page.wait_for(f"(o => o.dataset.ok === 'true' && o.textContent !== '…' && "
+                               f"o.textContent)({spectrum}.querySelector('output'))")
+        assert "[4.5,5.5,6.5]" in answer
+        assert list(device.read_attribute("double_spectrum").value) == [4.5, 5.5, 6.5]
 
         command = "document.querySelector('[data-cmd=\"DevDouble\"] form.write')"
         page.evaluate(f"{command}.querySelector('input').value = '2.5'")

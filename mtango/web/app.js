@@ -535,13 +535,18 @@ function attributeWriteForm(device, info) {
     input = h("select", { "aria-label": `new value of ${info.name}` },
       h("option", { value: "true" }, "true"), h("option", { value: "false" }, "false"));
   } else {
-    input = h("input", { type: "text", "aria-label": `new value of ${info.name}`, placeholder: "new value" });
+    // Spectra as a JSON array (or the tangojs connector's "1,2,3"), images as an array of rows.
+    const placeholder = { SCALAR: "new value", SPECTRUM: "[1, 2, 3]", IMAGE: "[[1, 2], [3, 4]]" }[info.data_format] || "new value";
+    input = h("input", { type: "text", "aria-label": `new value of ${info.name}`, placeholder });
   }
+  const url = `${device}/attributes/${enc(info.name)}/value`;
   return writeForm({
     label: "Set",
     input,
     run: async () => {
-      const answer = await api(`${device}/attributes/${enc(info.name)}/value?v=${enc(input.value)}`, { method: "PUT" });
+      const answer = info.data_format === "SCALAR"
+        ? await api(`${url}?v=${enc(input.value)}`, { method: "PUT" })
+        : await api(url, { method: "PUT", body: input.value, headers: { Accept: "application/json", "Content-Type": "application/json" } });
       return `written; read back: ${JSON.stringify(answer.value)}`;
     },
   });
@@ -621,8 +626,7 @@ async function deviceView(gen, hostPort, deviceName) {
   if (gen !== generation) return;
 
   const target = (name) => `${hostPort}/${deviceName}/${name}`;
-  const writable = attributeNames.filter((n) => infos.get(n) && infos.get(n).writable !== "READ"
-    && infos.get(n).data_format === "SCALAR");
+  const writable = attributeNames.filter((n) => infos.get(n) && infos.get(n).writable !== "READ");
   const allowed = await access([...writable.map((n) => `tango=${enc(target(n))}`),
     ...commands.map((c) => `tango=${enc(target(c.name))}`)]);
   if (gen !== generation) return;
