@@ -194,6 +194,10 @@ def test_a_device_live_with_its_plots_and_pictures(page, bridge, control_system,
     assert page.evaluate(f"{row('attr', 'double_scalar')}.querySelector('.unit')"
                          ".textContent") == "mm"
 
+    # Integers beyond 2^53 are shown exactly, not as the nearest double (...552000).
+    poll("ulong64_scalar shown", lambda: is_fresh(page, "attr", "ulong64_scalar"))
+    assert text_of(page, "attr", "ulong64_scalar") == str(2**64 - 2)
+
     # A value pushed ten times a second changes on the page.
     first = poll("pushed_counter shown", lambda: is_fresh(page, "attr", "pushed_counter")
                  and text_of(page, "attr", "pushed_counter"))

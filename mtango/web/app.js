@@ -59,11 +59,20 @@ class ApiFailure extends Error {
   }
 }
 
+// JSON with integers beyond 2^53 (DevULong64, DevLong64) kept exact: as their source text, shown
+// as it is, where the browser gives the reviver its source (JSON.parse source text access:
+// Chromium 114, Firefox 135); elsewhere they are the nearest double, as before.
+function parseJSON(text) {
+  return JSON.parse(text, (key, value, context) => (typeof value === "number"
+    && !Number.isSafeInteger(value) && Number.isInteger(value)
+    && context && /^-?[0-9]+$/.test(context.source) ? context.source : value));
+}
+
 async function api(url, options = {}) {
   const response = await fetch(url, { headers: { Accept: "application/json" }, ...options });
   const text = await response.text();
   let body = text;
-  try { body = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
+  try { body = text ? parseJSON(text) : null; } catch { /* not JSON */ }
   if (!response.ok || isFailure(body)) throw new ApiFailure(response.status, body);
   return body;
 }
@@ -300,7 +309,7 @@ class Live {
     source.onmessage = (event) => {
       if (this.source !== source) return;
       let message;
-      try { message = JSON.parse(event.data); } catch { return; }
+      try { message = parseJSON(event.data); } catch { return; }
       const handler = this.handlers.get(message.target);
       if (!handler) return;
       if (message.connected) handler.onMessage(message);
